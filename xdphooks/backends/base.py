@@ -1,0 +1,64 @@
+"""What the coordinator hands a backend, and what it gets back."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model import Chain, InterfaceRef
+from ..paths import Paths
+
+
+@dataclass
+class PreviousChain:
+    """The chain currently attached, as far as the backend may reuse it."""
+
+    gen_dir: Path  # its pin directory (root, counters, prog-*/link-* pins)
+    digests: dict[str, str]  # program name -> object digest it was built from
+
+
+@dataclass
+class BuildContext:
+    interface: InterfaceRef
+    chain: Chain  # entries in run order, every value resolved
+    paths: Paths
+    workdir: Path  # private (0700) scratch directory, removed by the coordinator
+    data_dir: Path  # prebuilt objects shipped with xdphooks (rootlet, dispatcher)
+    counters: bool = True
+    previous: PreviousChain | None = None
+
+    def map_pin_dir(self, program: str) -> Path:
+        d = self.paths.map_pin_dir(program)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return d
+
+
+@dataclass
+class BuiltChain:
+    """A loaded chain, not yet attached. Owns its fds until ``close()``.
+
+    ``pins`` maps a file name inside the generation directory to an fd that
+    the coordinator pins there before the swap (at least ``"root"``; the
+    static and freplace backends add ``"counters"``, ``"events"``, and for
+    freplace ``"prog-<name>"``/``"link-<name>"``).
+    """
+
+    mode: str
+    prog_fd: int  # the program to attach
+    slot_prog_ids: list[int]  # per entry: its own kernel program id (static: the root's)
+    maps: dict[str, dict[str, str]]  # program -> map name -> pinned path
+    pins: dict[str, int] = field(default_factory=dict)
+    closers: list = field(default_factory=list)  # callables run by close()
+
+    def close(self) -> None:
+        for fn in reversed(self.closers):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - best effort release
+                pass
+        self.closers.clear()
+
+
+def close_fd(fd: int):
+    return lambda: os.close(fd)

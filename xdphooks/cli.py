@@ -1,0 +1,221 @@
+"""``xdphooks`` command line. Imports only what each command needs (cold start matters:
+package triggers run it on every transaction)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from .errors import XdphooksError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xdphooks",
+        description="Chain independently packaged XDP programs on one interface.")
+    p.add_argument("--root", help="prefix for every filesystem path (env XDPHOOKS_ROOT)")
+    p.add_argument("--bpffs", help="pin root; a bpffs is mounted there if none is "
+                   "(env XDPHOOKS_BPFFS, default /sys/fs/bpf)")
+    p.add_argument("--disable", action="append", default=[], metavar="PLUGIN",
+                   help="leave this plugin out (repeatable; env XDPHOOKS_DISABLE=a,b)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("reconcile", help="make the kernel match the installed plugins")
+    r.add_argument("--trigger", default="manual",
+                   help="who asked: rpm, dpkg-configure, dpkg-triggered, boot, udev, manual")
+    r.add_argument("--takeover", action="store_true",
+                   help="replace an XDP program that xdphooks did not attach")
+    r.add_argument("--interface", action="append", default=[], metavar="IFACE",
+                   help="only this interface (NETNS/IFNAME), e.g. from a hotplug event")
+    r.add_argument("-q", "--quiet", action="store_true")
+
+    pl = sub.add_parser("plan", help="show what reconcile would do; changes nothing")
+    pl.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("status", help="chains, programs, counters (works without root)")
+    s.add_argument("--json", action="store_true", help="machine-readable (schema: docs/status-json.md)")
+    s.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS",
+                   help="refresh every SECONDS (default 2) with packet rates")
+    s.add_argument("--brief", action="store_true", help="one line per interface")
+
+    t = sub.add_parser("teardown", help="detach chains and remove pins")
+    g = t.add_mutually_exclusive_group(required=True)
+    g.add_argument("interface", nargs="?", help="NETNS/IFNAME or IFNAME")
+    g.add_argument("--all", action="store_true")
+
+    sub.add_parser("doctor", help="what this kernel and machine offer")
+
+    tr = sub.add_parser("trace", help="run one packet through an interface's chain, "
+                        "program by program")
+    tr.add_argument("interface")
+    src = tr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--udp", metavar="SRC:PORT->DST:PORT")
+    src.add_argument("--tcp", metavar="SRC:PORT->DST:PORT")
+    src.add_argument("--file", metavar="FILE", help="raw Ethernet frame")
+
+    ev = sub.add_parser("events", help="'log' events recorded by the chains")
+    ev.add_argument("interface", nargs="?")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
+    from .paths import Paths
+
+    paths = Paths.from_env(args.root, args.bpffs)
+    try:
+        return COMMANDS[args.cmd](args, paths)
+    except XdphooksError as e:
+        print(f"xdphooks: error: {e.line()}", file=sys.stderr)
+        if e.detail:
+            print(e.detail, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- reconcile ---------------------------------------------------------------
+
+
+def _deferred(args) -> int | None:
+    """Package-manager context: defer or only record instead of touching the kernel."""
+    pkg = os.environ.get("DPKG_MAINTSCRIPT_PACKAGE")
+    if pkg and pkg != "xdphooks" and args.trigger == "manual":
+        # Another package's maintainer script: let dpkg run us once, at the end.
+        rc = subprocess.run(["/usr/bin/dpkg-trigger", "--no-await", "xdphooks-reconcile"],
+                            check=False).returncode
+        if rc == 0:
+            print("xdphooks: reconcile deferred to the xdphooks-reconcile dpkg trigger")
+            return EXIT_OK
+    offline = ""
+    dpkg_root = os.environ.get("DPKG_ROOT", "")
+    if dpkg_root not in ("", "/"):
+        offline = f"DPKG_ROOT={dpkg_root}"
+    elif args.trigger.startswith(("rpm", "dpkg")) and _in_chroot():
+        offline = "chroot install"
+    if offline:
+        from .paths import Paths
+
+        paths = Paths.from_env(args.root, args.bpffs)
+        _record_pending(paths, args.trigger, offline)
+        print(f"xdphooks: {offline}: recorded; xdphooks.service applies it at boot")
+        return EXIT_OK
+    return None
+
+
+def _in_chroot() -> bool:
+    try:
+        return os.stat("/") != os.stat("/proc/1/root")
+    except OSError:
+        return True  # no /proc: certainly not a running system we may touch
+
+
+def _record_pending(paths, trigger: str, why: str) -> None:
+    from .security import ensure_private_dir
+
+    ensure_private_dir(paths.state_dir, 0o755)
+    (paths.state_dir / "pending").write_text(json.dumps({"time": time.time(),
+                                                         "trigger": trigger, "why": why}))
+
+
+def cmd_reconcile(args, paths) -> int:
+    deferred = _deferred(args)
+    if deferred is not None:
+        return deferred
+    from .coordinator import Options, reconcile
+
+    opts = Options(trigger=args.trigger, disable=frozenset(args.disable),
+                   takeover=args.takeover, interfaces=tuple(args.interface))
+    result = reconcile(paths, opts)
+    (paths.state_dir / "pending").unlink(missing_ok=True)
+    for w in result.warnings:
+        print(f"xdphooks: warning: {w}", file=sys.stderr)
+    for prob in result.plan.problems:
+        print(f"xdphooks: {prob}", file=sys.stderr)
+    for change in result.applied:
+        if not args.quiet:
+            print(f"{change.action:8} {change.interface}  {change.reason}")
+    for iface, msg in result.failed.items():
+        print(f"xdphooks: error: {iface}: {msg}", file=sys.stderr)
+    if not result.applied and not result.failed and not args.quiet:
+        print("nothing to do" if not result.plan.errors else "nothing changed")
+    return result.exit_code
+
+
+def cmd_plan(args, paths) -> int:
+    from .coordinator import Options, gather
+
+    sess = gather(paths, Options(disable=frozenset(args.disable)))
+    plan = sess.plan
+    if args.json:
+        print(json.dumps({
+            "changes": [{"interface": str(c.interface), "action": c.action, "reason": c.reason,
+                         "running": list(c.running_names),
+                         "desired": list(c.desired.names) if c.desired else [],
+                         "mode": c.desired.mode if c.desired else None}
+                        for c in plan.changes],
+            "problems": [{"severity": p.severity, "plugin": p.plugin, "message": p.message,
+                          "fix": p.fix} for p in plan.problems]}, indent=2))
+    else:
+        for p in plan.problems:
+            print(p)
+        if not plan.pending:
+            print("nothing to do")
+        for c in plan.changes:
+            if c.action == "keep" and not c.reason.startswith("refused"):
+                continue
+            chain = " → ".join(f"{e.name}({e.priority})" for e in c.desired.entries) \
+                if c.desired else "∅"
+            print(f"{c.action:8} {c.interface}: {chain}  [{c.reason}]")
+    return EXIT_ERROR if plan.errors and not plan.pending else EXIT_OK
+
+
+def cmd_teardown(args, paths) -> int:
+    from .coordinator import teardown
+
+    done = teardown(paths, None if args.all else args.interface)
+    for iface in done:
+        print(f"detached {iface}")
+    return EXIT_OK
+
+
+def cmd_status(args, paths) -> int:
+    from . import status
+
+    return status.main(args, paths)
+
+
+def cmd_doctor(args, paths) -> int:
+    from . import doctor
+
+    return doctor.main(args, paths)
+
+
+def cmd_trace(args, paths) -> int:
+    from . import trace
+
+    return trace.main(args, paths)
+
+
+def cmd_events(args, paths) -> int:
+    from . import status
+
+    return status.events_main(args, paths)
+
+
+COMMANDS = {
+    "reconcile": cmd_reconcile, "plan": cmd_plan, "status": cmd_status,
+    "teardown": cmd_teardown, "doctor": cmd_doctor, "trace": cmd_trace, "events": cmd_events,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

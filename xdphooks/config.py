@@ -1,0 +1,127 @@
+"""``/etc/xdphooks/xdphooks.toml``: the admin's word, which wins over plugins.
+
+Example::
+
+    mode = "auto"                 # auto | static | freplace
+    default_interfaces = ["eth0"]
+    xdp_mode = "native"           # native | skb
+    counters = true
+    disable = ["txbuggy"]         # plugin names
+    hook_timeout = 10
+
+    [programs.firewall]
+    priority = 5
+    policy = { tx = "log" }
+    interfaces = ["eth*", "blue/veth0"]
+    enabled = true
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import XdphooksError
+from .model import PRIORITY_MAX, PRIORITY_MIN, VerdictPolicy
+
+MODES = ("auto", "static", "freplace")
+XDP_MODES = ("native", "skb")
+
+
+@dataclass(frozen=True)
+class ProgramOverride:
+    priority: int | None = None
+    policy: VerdictPolicy | None = None
+    interfaces: tuple[str, ...] | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "auto"
+    default_interfaces: tuple[str, ...] = ()
+    xdp_mode: str = "native"
+    counters: bool = True
+    disable: frozenset[str] = frozenset()
+    hook_timeout: float = 10.0
+    programs: dict[str, ProgramOverride] = field(default_factory=dict)
+
+
+class ConfigError(XdphooksError):
+    pass
+
+
+def load(path: Path) -> Config:
+    """Read and check the config; a missing file means all defaults."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", fix="correct the syntax") from None
+    return parse(data, str(path))
+
+
+def parse(data: dict, where: str = "config") -> Config:
+    def bad(msg: str) -> ConfigError:
+        return ConfigError(f"{where}: {msg}", fix="edit the config file")
+
+    known = {"mode", "default_interfaces", "xdp_mode", "counters", "disable",
+             "hook_timeout", "programs"}
+    extra = set(data) - known
+    if extra:
+        raise bad(f"unknown key(s) {sorted(extra)}")
+    mode = data.get("mode", "auto")
+    if mode not in MODES:
+        raise bad(f"mode {mode!r} must be one of {', '.join(MODES)}")
+    xdp_mode = data.get("xdp_mode", "native")
+    if xdp_mode not in XDP_MODES:
+        raise bad(f"xdp_mode {xdp_mode!r} must be one of {', '.join(XDP_MODES)}")
+    ifaces = data.get("default_interfaces", [])
+    if not isinstance(ifaces, list) or not all(isinstance(i, str) for i in ifaces):
+        raise bad("default_interfaces must be a list of strings")
+    disable = data.get("disable", [])
+    if not isinstance(disable, list) or not all(isinstance(i, str) for i in disable):
+        raise bad("disable must be a list of plugin names")
+    timeout = data.get("hook_timeout", 10)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise bad("hook_timeout must be a positive number of seconds")
+    counters = data.get("counters", True)
+    if not isinstance(counters, bool):
+        raise bad("counters must be true or false")
+    programs: dict[str, ProgramOverride] = {}
+    for name, table in (data.get("programs") or {}).items():
+        if not isinstance(table, dict):
+            raise bad(f"[programs.{name}] must be a table")
+        extra = set(table) - {"priority", "policy", "interfaces", "enabled"}
+        if extra:
+            raise bad(f"[programs.{name}] unknown key(s) {sorted(extra)}")
+        prio = table.get("priority")
+        if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int)
+                                 or not PRIORITY_MIN <= prio <= PRIORITY_MAX):
+            raise bad(f"[programs.{name}] priority {prio!r} out of range "
+                      f"{PRIORITY_MIN}-{PRIORITY_MAX}")
+        policy = None
+        if "policy" in table:
+            try:
+                pol = table["policy"]
+                policy = (VerdictPolicy.parse(pol) if isinstance(pol, str)
+                          else VerdictPolicy.from_mapping(pol))
+            except ValueError as e:
+                raise bad(f"[programs.{name}] {e}") from None
+        ifs = table.get("interfaces")
+        if ifs is not None and (not isinstance(ifs, list)
+                                or not all(isinstance(i, str) for i in ifs)):
+            raise bad(f"[programs.{name}] interfaces must be a list of strings")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise bad(f"[programs.{name}] enabled must be true or false")
+        programs[name] = ProgramOverride(prio, policy, tuple(ifs) if ifs is not None else None,
+                                         enabled)
+    return Config(mode, tuple(ifaces), xdp_mode, counters, frozenset(disable),
+                  float(timeout), programs)

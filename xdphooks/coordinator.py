@@ -1,0 +1,485 @@
+"""The coordinator: one locked read → plan → build → swap → record → clean-up.
+
+Order of a change on one interface, chosen so that a crash at any point
+leaves the old or the new chain attached, never none, and the next run
+converges (the pins say which generation the kernel runs):
+
+1. build and load the new chain (nothing attached yet; pre-flight test run);
+2. pin it as generation ``g<N>-<fingerprint>``;
+3. swap atomically: ``XDP_FLAGS_REPLACE`` with the old program as expected
+   (first attach: ``XDP_FLAGS_UPDATE_IF_NOEXIST``) — never detach-then-attach;
+4. write the state file (atomic rename);
+5. unpin older generations, which releases the old chain.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config as config_mod
+from . import planner, state as state_mod
+from .errors import KernelError, PermissionRefused, XdphooksError
+from .eventlog import log_event
+from .inspect import inspect, object_path
+from .kernel import bpffs, libbpf
+from .kernel.netns import NetnsError, list_netns, netns
+from .model import Change, Chain, InterfaceRef, Plan, Problem
+from .paths import Paths
+from .plugins import Plugins, discover
+from .state import InterfaceRecord, ProgramRecord, State
+
+GEN_RE = re.compile(r"^g(\d+)-([0-9a-f]{16})$")
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+@dataclass
+class Options:
+    trigger: str = "manual"
+    disable: frozenset[str] = frozenset()
+    takeover: bool = False
+    interfaces: tuple[str, ...] = ()  # limit a run to these interfaces (hotplug)
+
+
+@dataclass
+class Observed:
+    """What the kernel and our pins say about one interface we know of."""
+
+    iface: InterfaceRef
+    ifindex: int
+    attached_id: int
+    gens: dict[int, tuple[Path, str]]  # prog id of each pinned root -> (gen dir, fingerprint)
+    record: InterfaceRecord | None
+
+    @property
+    def ours(self) -> bool:
+        return self.attached_id in self.gens
+
+    def running(self) -> planner.Running | None:
+        if not self.ifindex or not self.ours:
+            return None
+        gen_dir, fp = self.gens[self.attached_id]
+        rec = self.record if self.record and self.record.prog_id == self.attached_id else None
+        names = tuple(p.name for p in rec.programs) if rec else ()
+        plugins = tuple(p.plugin for p in rec.programs) if rec else ()
+        return planner.Running(names, plugins, fp)
+
+
+@dataclass
+class Session:
+    """Everything one run learned; built by :func:`gather`."""
+
+    paths: Paths
+    config: config_mod.Config
+    state: State
+    plugins: Plugins
+    observed: dict[InterfaceRef, Observed]
+    desired: dict[InterfaceRef, Chain]
+    plan: Plan
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    plan: Plan
+    applied: list[Change] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        refused = any(c.reason.startswith("refused") for c in self.plan.changes)
+        if not self.failed and not refused:
+            return 0
+        return 3 if self.applied else 1
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionRefused(f"{what} changes the kernel's packet path and needs root",
+                                fix=f"run it as root (sudo xdphooks {what}); "
+                                    "'xdphooks status' works without root")
+
+
+# --- observation ----------------------------------------------------------------
+
+
+def _iface_from_key(key: str) -> InterfaceRef:
+    ns, _, name = key.partition("@")
+    return InterfaceRef("" if ns == "-" else ns, name)
+
+
+def _pinned_prog_id(path: Path) -> int:
+    try:
+        fd = libbpf.obj_get(str(path))
+    except KernelError:
+        return 0
+    try:
+        return libbpf.prog_info(fd)[0].id
+    finally:
+        os.close(fd)
+
+
+def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
+    keys = set(state.interfaces)
+    if_root = paths.pin_root / "if"
+    if if_root.is_dir():
+        keys |= {d.name for d in if_root.iterdir() if d.is_dir()}
+    out = {}
+    for key in sorted(keys):
+        iface = _iface_from_key(key)
+        gens = {}
+        idir = paths.iface_pin_dir(key)
+        if idir.is_dir():
+            for g in idir.iterdir():
+                m = GEN_RE.match(g.name)
+                pid = _pinned_prog_id(g / "root") if m else 0
+                if pid:
+                    gens[pid] = (g, m.group(2))
+        try:
+            with netns(iface.netns):
+                import socket
+
+                try:
+                    ifindex = socket.if_nametoindex(iface.name)
+                except OSError:
+                    ifindex = 0
+                attached = libbpf.xdp_query_id(ifindex) if ifindex else 0
+        except NetnsError:
+            ifindex, attached = 0, 0
+        out[iface] = Observed(iface, ifindex, attached, gens, state.interfaces.get(key))
+    return out
+
+
+def available_interfaces(namespaces: list[str]) -> list[InterfaceRef]:
+    out = []
+    for ns in [""] + namespaces:
+        try:
+            with netns(ns):
+                import socket
+
+                out += [InterfaceRef(ns, name) for _, name in socket.if_nameindex()]
+        except NetnsError:
+            continue
+    return out
+
+
+def _referenced_netns(patterns: list[str], known: list[str]) -> list[str]:
+    import fnmatch
+
+    wanted = set()
+    for pat in patterns:
+        ns, sep, _ = pat.rpartition("/")
+        if sep:
+            wanted |= {n for n in known if fnmatch.fnmatchcase(n, ns)}
+    return sorted(wanted)
+
+
+# --- planning ----------------------------------------------------------------------
+
+
+def resolve_mode(paths: Paths, cfg: config_mod.Config) -> tuple[str, str]:
+    """(mode, why) for chains of this run."""
+    if cfg.mode == "static":
+        return "static", "configured"
+    if cfg.mode == "freplace":
+        return "freplace", "configured"
+    try:
+        from .probe import probe_freplace
+    except ImportError:
+        return "static", "auto: freplace backend not installed"
+    works, why = probe_freplace(paths.run_dir)
+    return ("freplace" if works else "static"), f"auto: {why}"
+
+
+def _backend_for(chain: Chain) -> str:
+    if chain.mode == "static" and len(chain.entries) == 1:
+        try:
+            import importlib.util
+
+            if importlib.util.find_spec("xdphooks.backends.static") is None:
+                return "single"
+        except ImportError:
+            return "single"
+    return chain.mode
+
+
+def gather(paths: Paths, opts: Options) -> Session:
+    cfg = config_mod.load(paths.config_file)
+    state, warn = state_mod.load(paths.state_file)
+    warnings = [warn] if warn else []
+    plugins = discover(paths, cfg.disable | opts.disable, cfg.hook_timeout)
+    declared, broken = plugins.programs()
+    facts = {}
+    for plugin, prog in declared:
+        key = object_path(paths, prog)
+        if key not in facts:
+            facts[key] = inspect(key, plugin)
+    placed, problems = planner.resolve(declared, cfg, facts, lambda p: object_path(paths, p))
+    known_ns = list_netns()
+    patterns = [pat for p in placed for pat in p.patterns]
+    avail = available_interfaces(_referenced_netns(patterns, known_ns))
+    mode, mode_why = resolve_mode(paths, cfg)
+    desired, p2 = planner.desired_chains(placed, avail, known_ns, mode)
+    problems += p2
+    observed = observe(paths, state)
+    running = {i: r for i, o in observed.items() if (r := o.running()) is not None}
+    # The kernel is the truth: a foreign program is never replaced without --takeover.
+    foreign: dict[InterfaceRef, str] = {}
+    for iface in desired:
+        if iface in running:
+            continue
+        attached = _attached_id(iface)
+        if attached and not opts.takeover:
+            foreign[iface] = (f"{iface} already runs XDP program id {attached} that xdphooks "
+                              f"did not attach")
+    for iface, chain in list(desired.items()):
+        if cfg.mode == "auto":
+            chosen = plugins.select_mode(iface, chain, mode)
+            if chosen and chosen != mode:
+                if chosen not in ("static", "freplace") or (chosen == "freplace"
+                                                           and mode != "freplace"):
+                    problems.append(Problem("error", None, f"{iface}: a plugin asked for mode "
+                                            f"{chosen!r}, which is not usable here ({mode_why})"))
+                else:
+                    desired[iface] = planner.with_mode(chain, chosen)
+    # Plugins vet only the chains that are about to change.
+    for iface, chain in desired.items():
+        have = running.get(iface)
+        if have is None or have.fingerprint != chain.fingerprint():
+            problems += [Problem(p.severity, p.plugin, f"{iface}: {p.message}", p.fix)
+                         for p in plugins.validate(iface, chain)]
+    problems += [Problem("error", f.plugin, f.reason, f.fix) for f in plugins.failures
+                 if f.plugin in broken and _plugin_running(f.plugin, running)]
+    problems += [Problem("warning", f.plugin, f.reason, f.fix) for f in plugins.failures
+                 if not _plugin_running(f.plugin, running)]
+    refused = planner.refusals(problems, desired, running, broken)
+    for iface, why in foreign.items():
+        refused.setdefault(iface, why + " (use --takeover to replace it)")
+        problems.append(Problem("error", None, why, "remove it (ip link set dev IFACE xdp off) "
+                                "or run reconcile --takeover"))
+    if opts.interfaces:
+        only = {InterfaceRef.parse(i) for i in opts.interfaces}
+        desired = {i: c for i, c in desired.items() if i in only}
+        running = {i: r for i, r in running.items() if i in only}
+    changes = planner.diff(desired, running, refused)
+    plan = Plan(changes, tuple(_dedupe(problems)))
+    return Session(paths, cfg, state, plugins, observed, desired, plan, warnings)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+def _plugin_running(plugin: str, running: dict[InterfaceRef, planner.Running]) -> bool:
+    return any(plugin in r.plugins for r in running.values())
+
+
+def _attached_id(iface: InterfaceRef) -> int:
+    import socket
+
+    try:
+        with netns(iface.netns):
+            return libbpf.xdp_query_id(socket.if_nametoindex(iface.name))
+    except (OSError, NetnsError, KernelError):
+        return 0
+
+
+# --- applying ------------------------------------------------------------------------
+
+
+def reconcile(paths: Paths, opts: Options) -> Result:
+    require_root("reconcile")
+    bpffs.ensure(paths.bpffs)
+    with state_mod.Lock(paths.lock_file):
+        sess = gather(paths, opts)
+        result = Result(sess.plan, warnings=list(sess.warnings))
+        for change in sess.plan.pending:
+            try:
+                _apply(sess, change, opts)
+                result.applied.append(change)
+                log_event(f"{change.action} {change.interface}: {change.reason}",
+                          trigger=opts.trigger)
+            except XdphooksError as e:
+                msg = e.line() + (f"\n{e.detail}" if e.detail else "")
+                result.failed[str(change.interface)] = msg
+                log_event(f"FAILED {change.action} {change.interface}: {e.line()}",
+                          trigger=opts.trigger, error=True)
+                sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
+                                    error=e.line())
+        for change in sess.plan.changes:
+            if change.reason.startswith("refused"):
+                sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
+                                    error=change.reason)
+        _collect_garbage(sess)
+        sess.state.last_run = {
+            "time": time.time(), "trigger": opts.trigger,
+            "applied": [f"{c.action} {c.interface}" for c in result.applied],
+            "failed": result.failed,
+            "problems": [str(p) for p in sess.plan.problems],
+        }
+        state_mod.save(paths.state_file, sess.state)
+        result.warnings += [str(f) for f in sess.plugins.failures
+                            if str(f) not in {str(p) for p in sess.plan.problems}]
+        return result
+
+
+def _xdp_flags(cfg: config_mod.Config) -> int:
+    return libbpf.XDP_MODES[cfg.xdp_mode]
+
+
+def _apply(sess: Session, change: Change, opts: Options) -> None:
+    iface = change.interface
+    obs = sess.observed.get(iface)
+    if change.action == "detach":
+        _detach(sess, iface, obs)
+        return
+    chain = change.desired
+    assert chain is not None
+    import socket
+
+    try:
+        with netns(iface.netns):
+            ifindex = socket.if_nametoindex(iface.name)
+    except OSError:
+        raise XdphooksError(f"interface {iface} vanished before its chain could be attached",
+                            fix="nothing to do; it is attached when the interface returns") from None
+    backend_name = _backend_for(chain)
+    from . import backends
+    from .backends.base import BuildContext, PreviousChain
+
+    backend = backends.get(backend_name)
+    sess.state.generation += 1
+    gen = sess.state.generation
+    fp = chain.fingerprint()
+    gen_dir = sess.paths.iface_pin_dir(iface.key) / f"g{gen}-{fp}"
+    previous = None
+    if obs and obs.ours:
+        pdir, _ = obs.gens[obs.attached_id]
+        digests = {p.name: p.digest for p in obs.record.programs} if obs.record else {}
+        previous = PreviousChain(pdir, digests)
+    os.makedirs(sess.paths.run_dir, mode=0o700, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=sess.paths.run_dir))
+    ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous)
+    built = None
+    try:
+        built = backend.build(ctx)
+        gen_dir.mkdir(parents=True, mode=0o700)
+        for name, fd in built.pins.items():
+            libbpf.obj_pin(fd, str(gen_dir / name))
+        _swap(iface, ifindex, built.prog_fd, sess.config, opts)
+    except BaseException:
+        bpffs.rmtree(gen_dir)
+        raise
+    finally:
+        if built is not None:
+            built.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    root_id = _pinned_prog_id(gen_dir / "root")
+    sess.state.interfaces[iface.key] = InterfaceRecord(
+        netns=iface.netns, name=iface.name, ifindex=ifindex, mode=built.mode, prog_id=root_id,
+        fingerprint=fp, generation=gen, pin_dir=str(gen_dir), xdp_mode=sess.config.xdp_mode,
+        programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
+                                e.program, e.digest,
+                                built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i)
+                  for i, e in enumerate(chain.entries)],
+        updated=time.time(), trigger=opts.trigger)
+    state_mod.save(sess.paths.state_file, sess.state)
+    _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
+    sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
+
+
+def _swap(iface: InterfaceRef, ifindex: int, prog_fd: int, cfg: config_mod.Config,
+          opts: Options) -> None:
+    mode = _xdp_flags(cfg)
+    with netns(iface.netns):
+        attached = libbpf.xdp_query_id(ifindex)
+        if attached == 0:
+            libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST | mode)
+            return
+        old_fd = libbpf.prog_fd_by_id(attached)
+        try:
+            libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_REPLACE | mode, old_fd)
+        finally:
+            os.close(old_fd)
+
+
+def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
+    names = [p.name for p in obs.record.programs] if obs and obs.record else []
+    if obs and obs.ifindex and obs.ours:
+        with netns(iface.netns):
+            old_fd = libbpf.prog_fd_by_id(obs.attached_id)
+            try:
+                # Expected-program detach: never removes someone else's program.
+                libbpf.xdp_attach(obs.ifindex, -1, libbpf.XDP_FLAGS_REPLACE
+                                  | libbpf.XDP_MODES.get(obs.record.xdp_mode if obs.record
+                                                         else sess.config.xdp_mode, 0), old_fd)
+            finally:
+                os.close(old_fd)
+    sess.state.interfaces.pop(iface.key, None)
+    state_mod.save(sess.paths.state_file, sess.state)
+    bpffs.rmtree(sess.paths.iface_pin_dir(iface.key))
+    sess.plugins.notify("xdphooks_chain_detached", interface=iface, names=names)
+
+
+def _drop_old_generations(idir: Path, keep: Path) -> None:
+    for g in idir.iterdir():
+        if g != keep and g.is_dir():
+            bpffs.rmtree(g)
+
+
+def _collect_garbage(sess: Session) -> None:
+    """One rule: a pinned generation whose root is not what the kernel runs now is
+    garbage (crashed runs, replaced chains, vanished interfaces), and so is a state
+    record that disagrees with the kernel."""
+    if_root = sess.paths.pin_root / "if"
+    keys = set(sess.state.interfaces)
+    if if_root.is_dir():
+        keys |= {d.name for d in if_root.iterdir() if d.is_dir()}
+    for key in sorted(keys):
+        current = _attached_id(_iface_from_key(key))  # 0 if the interface is gone
+        idir = sess.paths.iface_pin_dir(key)
+        if idir.is_dir():
+            for g in list(idir.iterdir()):
+                if not current or _pinned_prog_id(g / "root") != current:
+                    bpffs.rmtree(g)
+            if not any(idir.iterdir()):
+                idir.rmdir()
+        rec = sess.state.interfaces.get(key)
+        if rec and rec.prog_id != current:
+            sess.state.interfaces.pop(key, None)
+
+
+def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[str]:
+    """Detach our chains (all, or one interface) and remove their pins; maps of
+    programs too when everything goes."""
+    require_root("teardown")
+    if not bpffs.is_bpffs(paths.bpffs):
+        return []
+    done = []
+    with state_mod.Lock(paths.lock_file):
+        state, _ = state_mod.load(paths.state_file)
+        observed = observe(paths, state)
+        cfg = config_mod.load(paths.config_file) if paths.config_file.exists() else config_mod.Config()
+        plugins = discover(paths, cfg.disable, cfg.hook_timeout)
+        sess = Session(paths, cfg, state, plugins, observed, {}, Plan(()))
+        for iface, obs in observed.items():
+            if only and str(iface) != only and iface.name != only:
+                continue
+            _detach(sess, iface, obs)
+            log_event(f"teardown {iface}", trigger=trigger)
+            done.append(str(iface))
+        if not only:
+            bpffs.rmtree(paths.pin_root)
+        state_mod.save(paths.state_file, state)
+    return done

@@ -1,0 +1,173 @@
+"""Hook specifications: the contract between xdphooks and XDP packages.
+
+A plugin is a Python module (a drop-in file in ``/usr/lib/xdphooks/plugins/``
+or a distribution with an ``xdphooks`` entry point) that implements some of
+these hooks with the :data:`xdphooks.hookimpl` marker::
+
+    from xdphooks import XdpProgram, VerdictPolicy, hookimpl
+
+    @hookimpl
+    def xdphooks_programs():
+        return [XdpProgram(name="firewall", object="firewall.bpf.o", priority=10)]
+
+Hooks are grouped by when they run in a reconcile:
+
+1. *Declaration* — :func:`xdphooks_programs`, collected from every plugin.
+2. *Planning* — :func:`xdphooks_validate_chain` and :func:`xdphooks_select_mode`,
+   once per interface whose chain is about to change.
+3. *After the swap* — :func:`xdphooks_chain_attached`, :func:`xdphooks_chain_detached`
+   and :func:`xdphooks_reconcile_failed`.
+
+Every hook is called inside the coordinator's lock, as root, and must return
+quickly: a hook that runs longer than ``hook_timeout`` seconds (config, default
+10) is reported by plugin name and treated as if it had raised. A hook that
+raises is reported by plugin name with the exception's message and left out;
+it never aborts the whole run by itself.
+
+Implementations are called in pluggy's usual LIFO registration order, which
+carries no meaning here: the order of programs in a chain comes only from
+their data (priority, then name). ``wrapper=True`` implementations are
+honoured for the planning and after-swap hooks as usual.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .model import Chain, InterfaceRef, Problem, XdpProgram
+
+PROJECT = "xdphooks"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------
+# Declaration
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def xdphooks_programs() -> Sequence["XdpProgram"]:
+    """Return the XDP programs this plugin contributes.
+
+    Called once per reconcile, ``plan`` and ``status``, for each plugin on its
+    own, before anything is planned.
+
+    :returns: a list (possibly empty) of :class:`xdphooks.XdpProgram`.
+        Results of all plugins are collected; names must be unique across
+        them all.  Anything else (``None``, a non-list, an item that is not an
+        ``XdpProgram``) is *bad data*: the plugin is reported by name and left
+        out, and if one of its programs is running and ``required`` the whole
+        change is refused so that the running chain stays.
+
+    Values left as ``None`` are filled, in this order, from the admin's
+    ``[programs.NAME]`` table in ``xdphooks.toml`` (which wins over the
+    plugin), from the object's libxdp ``.xdp_run_config`` metadata, and from
+    the defaults (priority 50, pass continues, everything else returns).
+
+    Example::
+
+        @hookimpl
+        def xdphooks_programs():
+            return [XdpProgram(
+                name="ddos-filter",
+                object="ddos.bpf.o",
+                priority=5,
+                policy=VerdictPolicy.parse("pass=continue,tx=log"),
+                interfaces=("eth*",),
+            )]
+    """
+
+
+# -------------------------------------------------------------------------
+# Planning
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def xdphooks_validate_chain(
+    interface: "InterfaceRef", chain: "Chain"
+) -> Sequence["Problem"] | None:
+    """Veto or warn about a chain planned for one interface.
+
+    Called once per interface whose chain is about to change (not for
+    interfaces that stay as they are), after the planner's own checks
+    passed, before anything is loaded.  ``plan`` calls it too.
+
+    :param interface: the interface the chain is planned for.
+    :param chain: the planned :class:`xdphooks.Chain`, entries in run order.
+    :returns: ``None`` or a list of :class:`xdphooks.Problem`; build them with
+        :func:`xdphooks.veto` (refuses the change on this interface; the
+        running chain stays) and :func:`xdphooks.warn` (reported, change goes
+        ahead).  The problems of all plugins are collected.
+
+    Example — at most one load balancer per interface::
+
+        @hookimpl
+        def xdphooks_validate_chain(interface, chain):
+            lbs = [e.name for e in chain.entries if e.name.startswith("lb-")]
+            if len(lbs) > 1:
+                return [veto(f"two load balancers on {interface}: {lbs}",
+                             fix="disable one with [programs.NAME] enabled = false")]
+    """
+
+
+@hookspec(firstresult=True)
+def xdphooks_select_mode(interface: "InterfaceRef", chain: "Chain", probed: str) -> str | None:
+    """Choose the linking mode for one interface's chain.
+
+    Called once per interface about to change, after validation, only when
+    the configured ``mode`` is ``auto``.
+
+    :param probed: what the boot-time probe found usable: ``"freplace"`` or
+        ``"static"``.
+    :returns: ``"static"``, ``"freplace"`` or ``None`` for no opinion.
+        ``firstresult``: the first non-``None`` answer wins; if every plugin
+        says ``None``, ``probed`` is used.  Answering ``"freplace"`` where the
+        probe found it unusable is an error for that interface.
+    """
+
+
+# -------------------------------------------------------------------------
+# After the swap
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def xdphooks_chain_attached(
+    interface: "InterfaceRef", chain: "Chain", maps: Mapping[str, Mapping[str, str]]
+) -> None:
+    """A new chain now runs on ``interface``.
+
+    Called after each successful swap (first attach or replacement), still
+    inside the coordinator's lock, so a plugin can fill or migrate its maps
+    before anyone else changes the chain.
+
+    :param maps: ``{program name: {map name: pinned path}}`` for every pinned
+        map of every program in the chain; open a path with ``bpf_obj_get``
+        (or ``bpftool map ... pinned PATH``) to read or update it.
+    :returns: nothing; return values are ignored.  An exception is reported
+        by plugin name, but the swap has happened and is not undone.
+    """
+
+
+@hookspec
+def xdphooks_chain_detached(interface: "InterfaceRef", names: Sequence[str]) -> None:
+    """The chain on ``interface`` was removed (last program gone, or teardown).
+
+    :param names: names of the programs that were running there.
+    :returns: nothing.  Pinned maps of programs still declared are kept.
+    """
+
+
+@hookspec
+def xdphooks_reconcile_failed(interface: "InterfaceRef", error: str) -> None:
+    """A change on ``interface`` was refused or failed; the old chain still runs.
+
+    Called once per failed interface with the same one-line error the admin
+    sees (it names the plugin and the fix).  Useful for alerting.
+
+    :returns: nothing.
+    """

@@ -1,0 +1,290 @@
+"""The data model: what plugins declare and what the planner produces.
+
+Everything here is a frozen dataclass with no side effects, so plans can be
+compared, hashed and printed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+#: XDP return codes in kernel order (enum xdp_action).
+ACTIONS: tuple[str, ...] = ("aborted", "drop", "pass", "tx", "redirect")
+#: Policy keys: the five actions plus any other return value.
+POLICY_KEYS: tuple[str, ...] = ACTIONS + ("unknown",)
+
+NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 1000, 50
+
+
+class Decision(str, enum.Enum):
+    """What the rootlet does with one program's verdict."""
+
+    CONTINUE = "continue"  #: run the next program
+    RETURN = "return"  #: the chain ends with this verdict
+    LOG = "log"  #: record an event naming program and verdict, then continue
+
+    def __str__(self) -> str:  # pragma: no cover - cosmetic
+        return self.value
+
+
+# Numeric codes shared with bpf/xdphooks_config.h: keep in sync.
+DECISION_CODES = {Decision.CONTINUE: 0, Decision.RETURN: 1, Decision.LOG: 2}
+
+
+@dataclass(frozen=True)
+class VerdictPolicy:
+    """One decision per XDP action, plus one for unknown return values.
+
+    The default is libxdp's: ``pass`` continues, everything else ends the chain.
+    Build one from a mapping with :meth:`from_mapping` (keys are action names,
+    ``pass`` included) or from a string with :meth:`parse`
+    (``"pass=continue,tx=log"``); unnamed actions keep their default.
+    """
+
+    aborted: Decision = Decision.RETURN
+    drop: Decision = Decision.RETURN
+    pass_: Decision = Decision.CONTINUE
+    tx: Decision = Decision.RETURN
+    redirect: Decision = Decision.RETURN
+    unknown: Decision = Decision.RETURN
+
+    def __post_init__(self) -> None:
+        for key in POLICY_KEYS:
+            value = getattr(self, _attr(key))
+            if not isinstance(value, Decision):
+                try:
+                    object.__setattr__(self, _attr(key), Decision(value))
+                except ValueError:
+                    raise ValueError(
+                        f"bad policy value {value!r} for {key!r}: "
+                        f"use one of continue, return, log"
+                    ) from None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> "VerdictPolicy":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"policy must be a table of action = decision, not {data!r}")
+        unknown_keys = set(data) - set(POLICY_KEYS)
+        if unknown_keys:
+            raise ValueError(
+                f"unknown action(s) {sorted(unknown_keys)} in policy: "
+                f"use {', '.join(POLICY_KEYS)}"
+            )
+        return cls(**{_attr(k): v for k, v in data.items()})  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(cls, text: str) -> "VerdictPolicy":
+        items = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"bad policy item {part!r}: write ACTION=DECISION")
+            items[key.strip()] = value.strip()
+        return cls.from_mapping(items)
+
+    @classmethod
+    def from_chain_call_actions(cls, actions: Iterable[str]) -> "VerdictPolicy":
+        """libxdp semantics: the named actions continue, all others return."""
+        chosen = set(actions)
+        return cls(**{_attr(k): (Decision.CONTINUE if k in chosen else Decision.RETURN)
+                      for k in ACTIONS})
+
+    def decision(self, key: str) -> Decision:
+        return getattr(self, _attr(key))
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: self.decision(k).value for k in POLICY_KEYS}
+
+    def codes(self) -> list[int]:
+        """Decision codes in POLICY_KEYS order, as the rootlet config wants them."""
+        return [DECISION_CODES[self.decision(k)] for k in POLICY_KEYS]
+
+    def short(self) -> str:
+        """Only what differs from the default, e.g. ``tx=log``; ``default`` if nothing."""
+        default = VerdictPolicy()
+        diff = [f"{k}={self.decision(k).value}" for k in POLICY_KEYS
+                if self.decision(k) is not default.decision(k)]
+        return ",".join(diff) or "default"
+
+
+def _attr(key: str) -> str:
+    return "pass_" if key == "pass" else key
+
+
+@dataclass(frozen=True)
+class XdpProgram:
+    """One XDP program a plugin contributes to the chains.
+
+    :param name: unique across all plugins; ``[a-z0-9_-]``, at most 32 characters.
+    :param object: compiled BPF object; absolute, or relative to
+        ``<root>/usr/lib/xdphooks/bpf/``.
+    :param program: function name in the object; default: its only XDP program.
+    :param priority: 0–1000, lower runs first. ``None``: the object's
+        ``.xdp_run_config`` priority, else 50.
+    :param policy: what to do with each verdict. ``None``: the object's
+        ``.xdp_run_config`` chain-call actions, else :class:`VerdictPolicy` ().
+    :param interfaces: interface names or fnmatch globs; ``NETNS/IFNAME`` for an
+        interface in a named network namespace. ``None``: ``default_interfaces``
+        from the config.
+    :param required: if it cannot load, the whole change is refused; an optional
+        program is left out with a warning.
+    :param pin_maps: maps that persist across relinks; ``None`` means all.
+    """
+
+    name: str
+    object: str
+    program: str | None = None
+    priority: int | None = None
+    policy: VerdictPolicy | None = None
+    interfaces: tuple[str, ...] | None = None
+    required: bool = True
+    pin_maps: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        problems = program_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        # Lists are accepted for convenience; stored as tuples to stay hashable.
+        if isinstance(self.interfaces, list):
+            object.__setattr__(self, "interfaces", tuple(self.interfaces))
+        if isinstance(self.pin_maps, list):
+            object.__setattr__(self, "pin_maps", tuple(self.pin_maps))
+
+
+def program_problems(p: XdpProgram) -> list[str]:
+    """Everything wrong with one declaration, as sentences (empty if fine)."""
+    out: list[str] = []
+    if not isinstance(p.name, str) or not NAME_RE.match(p.name):
+        out.append(f"name {p.name!r} must match [a-z0-9_-]{{1,32}}")
+    if not isinstance(p.object, str) or not p.object:
+        out.append(f"object {p.object!r} must be a non-empty path")
+    if p.program is not None and (not isinstance(p.program, str) or not p.program):
+        out.append(f"program {p.program!r} must be a function name")
+    if p.priority is not None and (
+        isinstance(p.priority, bool) or not isinstance(p.priority, int)
+        or not PRIORITY_MIN <= p.priority <= PRIORITY_MAX
+    ):
+        out.append(f"priority {p.priority!r} out of range {PRIORITY_MIN}-{PRIORITY_MAX}")
+    if p.policy is not None and not isinstance(p.policy, VerdictPolicy):
+        out.append(f"policy must be a VerdictPolicy, not {type(p.policy).__name__}")
+    if p.interfaces is not None and (
+        isinstance(p.interfaces, str)
+        or not all(isinstance(i, str) and i for i in p.interfaces)
+    ):
+        out.append(f"interfaces {p.interfaces!r} must be a list of names or globs")
+    if not isinstance(p.required, bool):
+        out.append(f"required {p.required!r} must be true or false")
+    if p.pin_maps is not None and (
+        isinstance(p.pin_maps, str) or not all(isinstance(m, str) for m in p.pin_maps)
+    ):
+        out.append(f"pin_maps {p.pin_maps!r} must be a list of map names")
+    return out
+
+
+@dataclass(frozen=True, order=True)
+class InterfaceRef:
+    """An interface, optionally inside a named network namespace (``ip netns``)."""
+
+    netns: str  # "" for the namespace xdphooks runs in
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> "InterfaceRef":
+        ns, sep, name = text.rpartition("/")
+        return cls(ns if sep else "", name)
+
+    def __str__(self) -> str:
+        return f"{self.netns}/{self.name}" if self.netns else self.name
+
+    @property
+    def key(self) -> str:
+        """Filesystem-safe key for pin directories and state."""
+        return f"{self.netns or '-'}@{self.name}"
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """A program placed in a chain, with every default resolved."""
+
+    name: str
+    plugin: str
+    object: str  # absolute path
+    program: str | None
+    priority: int
+    policy: VerdictPolicy
+    required: bool = True
+    pin_maps: tuple[str, ...] | None = None
+    digest: str = ""  # sha256 of the object file, so an upgrade is a change
+
+    def sort_key(self) -> tuple[int, str]:
+        return (self.priority, self.name)
+
+    def identity(self) -> dict:
+        return {"name": self.name, "object": self.object, "program": self.program,
+                "priority": self.priority, "policy": self.policy.as_dict(),
+                "pin_maps": list(self.pin_maps) if self.pin_maps is not None else None,
+                "digest": self.digest}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The ordered programs for one interface."""
+
+    interface: InterfaceRef
+    entries: tuple[ChainEntry, ...]
+    mode: str = "static"
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"mode": self.mode, "entries": [e.identity() for e in self.entries]},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.entries)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A planning finding: an error refuses the change, a warning does not."""
+
+    severity: str  # "error" | "warning"
+    plugin: str | None
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        who = f"plugin {self.plugin!r}: " if self.plugin else ""
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"{self.severity}: {who}{self.message}{fix}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What reconcile will do to one interface."""
+
+    interface: InterfaceRef
+    action: str  # "attach" | "replace" | "detach" | "keep"
+    desired: Chain | None
+    running_names: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action != "keep")

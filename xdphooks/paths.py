@@ -1,0 +1,81 @@
+"""Where everything lives. ``--root``/``XDPHOOKS_ROOT`` prefixes every path;
+``XDPHOOKS_LIBDIR`` moves only the package-owned tree (plugins, objects), so
+a test can use the real package-installed plugins with a private state root;
+``--bpffs``/``XDPHOOKS_BPFFS`` is the pin root."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path("/")
+    bpffs: Path = Path("/sys/fs/bpf")
+    libdir: Path | None = None
+
+    @classmethod
+    def from_env(cls, root: str | None = None, bpffs: str | None = None) -> "Paths":
+        root = root or os.environ.get("XDPHOOKS_ROOT") or "/"
+        bpffs = bpffs or os.environ.get("XDPHOOKS_BPFFS") or "/sys/fs/bpf"
+        libdir = os.environ.get("XDPHOOKS_LIBDIR")
+        return cls(Path(root), Path(bpffs), Path(libdir) if libdir else None)
+
+    def _p(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    @property
+    def lib(self) -> Path:
+        return self.libdir or self._p("usr/lib/xdphooks")
+
+    @property
+    def plugin_dir(self) -> Path:  # package-owned drop-ins
+        return self.lib / "plugins"
+
+    @property
+    def bpf_dir(self) -> Path:  # package-owned BPF objects
+        return self.lib / "bpf"
+
+    @property
+    def etc(self) -> Path:
+        return self._p("etc/xdphooks")
+
+    @property
+    def admin_plugin_dir(self) -> Path:
+        return self.etc / "plugins"
+
+    @property
+    def config_file(self) -> Path:
+        return self.etc / "xdphooks.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self._p("var/lib/xdphooks")
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def run_dir(self) -> Path:
+        return self._p("run/xdphooks")
+
+    @property
+    def lock_file(self) -> Path:
+        return self.run_dir / "lock"
+
+    @property
+    def pin_root(self) -> Path:
+        return self.bpffs / "xdphooks"
+
+    def map_pin_dir(self, program: str) -> Path:
+        """Persistent maps of one program, shared by all its chains and generations."""
+        return self.pin_root / "maps" / program
+
+    def iface_pin_dir(self, iface_key: str) -> Path:
+        return self.pin_root / "if" / iface_key
+
+    def gen_pin_dir(self, iface_key: str, generation: int) -> Path:
+        return self.iface_pin_dir(iface_key) / f"g{generation}"

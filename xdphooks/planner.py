@@ -1,0 +1,266 @@
+"""Planning, as pure functions: declarations + config + facts → chains → changes.
+
+Nothing here touches the filesystem or the kernel; the coordinator gathers
+the facts (object files, interfaces, what runs) and hands them in, so every
+rule below can be tested, and property-tested, on plain data.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, replace
+from typing import Iterable, Mapping, Sequence
+
+from .config import Config
+from .model import (
+    PRIORITY_DEFAULT,
+    Change,
+    Chain,
+    ChainEntry,
+    InterfaceRef,
+    Problem,
+    VerdictPolicy,
+    XdpProgram,
+)
+
+IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
+GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class ObjectFacts:
+    """What the coordinator found out about one object file."""
+
+    path: str  # absolute
+    digest: str = ""
+    programs: tuple[str, ...] = ()  # XDP programs in the object
+    run_config: Mapping[str, tuple[int | None, tuple[str, ...] | None]] | None = None
+    error: str = ""  # why it cannot be used; empty if fine
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A resolved program and the interface patterns it asks for."""
+
+    entry: ChainEntry
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Running:
+    """What runs on an interface now, as far as state and kernel agree."""
+
+    names: tuple[str, ...]
+    plugins: tuple[str, ...]
+    fingerprint: str | None  # None: unknown (state lost or stale) → rebuild
+
+
+def resolve(
+    declared: Sequence[tuple[str, XdpProgram]],
+    config: Config,
+    facts: Mapping[str, ObjectFacts],
+    object_path: "callable",
+) -> tuple[list[Placed], list[Problem]]:
+    """Apply config overrides and object metadata; check each program.
+
+    ``object_path(program)`` maps a declaration to the key of ``facts``.
+    Returns the usable programs and the problems found; a required program
+    with a problem yields an error, an optional one a warning.
+    """
+    problems: list[Problem] = []
+    out: list[Placed] = []
+    seen: dict[str, str] = {}
+    dupes: set[str] = set()
+    for plugin, prog in declared:
+        if prog.name in seen:
+            dupes.add(prog.name)
+            problems.append(Problem(
+                "error", plugin,
+                f"program name {prog.name!r} is also declared by plugin {seen[prog.name]!r}",
+                "rename one of them; names must be unique across plugins"))
+        else:
+            seen[prog.name] = plugin
+    for plugin, prog in declared:
+        if prog.name in dupes:
+            continue
+        override = config.programs.get(prog.name)
+        if override is not None and not override.enabled:
+            continue
+        sev = "error" if prog.required else "warning"
+        fact = facts.get(object_path(prog))
+        if fact is None or fact.error:
+            msg = fact.error if fact else f"object {prog.object} was not inspected"
+            if not prog.required:
+                msg += "; optional program left out"
+            problems.append(Problem(sev, plugin, f"{prog.name}: {msg}", fact.fix if fact else ""))
+            continue
+        program = prog.program
+        if program is None:
+            if len(fact.programs) != 1:
+                found = ", ".join(fact.programs) or "none"
+                problems.append(Problem(
+                    sev, plugin,
+                    f"{prog.name}: {fact.path} has {len(fact.programs)} XDP programs ({found})",
+                    "set XdpProgram(program=...) to the function to run"))
+                continue
+            program = fact.programs[0]
+        elif program not in fact.programs:
+            problems.append(Problem(
+                sev, plugin, f"{prog.name}: no XDP program {program!r} in {fact.path} "
+                f"(found: {', '.join(fact.programs) or 'none'})",
+                "fix the program name in the plugin"))
+            continue
+        meta_prio, meta_actions = (fact.run_config or {}).get(program, (None, None))
+        priority = _first(override.priority if override else None, prog.priority, meta_prio,
+                          PRIORITY_DEFAULT)
+        policy = _first(override.policy if override else None, prog.policy,
+                        VerdictPolicy.from_chain_call_actions(meta_actions)
+                        if meta_actions is not None else None, VerdictPolicy())
+        patterns = _first(override.interfaces if override else None, prog.interfaces,
+                          config.default_interfaces)
+        if not patterns:
+            problems.append(Problem("warning", plugin, f"{prog.name}: no interfaces",
+                                    "set interfaces in the plugin or default_interfaces "
+                                    "in xdphooks.toml"))
+        entry = ChainEntry(prog.name, plugin, fact.path, program, priority, policy,
+                           prog.required, prog.pin_maps, fact.digest)
+        out.append(Placed(entry, tuple(patterns)))
+    return out, problems
+
+
+def _first(*values):
+    for v in values:
+        if v is not None:
+            return v
+    return None
+
+
+def match_interfaces(
+    patterns: Iterable[str], available: Iterable[InterfaceRef], known_netns: Iterable[str]
+) -> tuple[list[InterfaceRef], list[tuple[str, str]]]:
+    """Interfaces matching the patterns; also (pattern, problem) for patterns that are
+    malformed ("error") or match nothing right now ("warning": attached on hotplug)."""
+    available = sorted(set(available))
+    known_netns = set(known_netns) | {""}
+    hits: set[InterfaceRef] = set()
+    notes: list[tuple[str, str]] = []
+    for pat in patterns:
+        ns_pat, _, name_pat = pat.rpartition("/")
+        if not name_pat or (not GLOB_CHARS & set(name_pat) and not IFNAME_RE.match(name_pat)):
+            notes.append((pat, "error"))
+            continue
+        matched = [i for i in available
+                   if fnmatch.fnmatchcase(i.netns, ns_pat) and fnmatch.fnmatchcase(i.name, name_pat)]
+        if matched:
+            hits.update(matched)
+        elif not GLOB_CHARS & set(ns_pat) and ns_pat not in known_netns:
+            notes.append((pat, "error"))
+        elif not GLOB_CHARS & set(pat):
+            notes.append((pat, "warning"))
+    return sorted(hits), notes
+
+
+def desired_chains(
+    placed: Sequence[Placed],
+    available: Iterable[InterfaceRef],
+    known_netns: Iterable[str],
+    mode: str,
+) -> tuple[dict[InterfaceRef, Chain], list[Problem]]:
+    """One chain per interface, entries in total order (priority, then name)."""
+    available = list(available)
+    known_netns = list(known_netns)
+    per_iface: dict[InterfaceRef, list[ChainEntry]] = {}
+    problems: list[Problem] = []
+    for p in placed:
+        ifaces, notes = match_interfaces(p.patterns, available, known_netns)
+        for pat, kind in notes:
+            if kind == "error":
+                sev = "error" if p.entry.required else "warning"
+                problems.append(Problem(sev, p.entry.plugin,
+                                        f"{p.entry.name}: unknown interface {pat!r}",
+                                        "use IFNAME, a glob, or NETNS/IFNAME with an existing "
+                                        "namespace (ip netns list)"))
+            else:
+                problems.append(Problem("warning", p.entry.plugin,
+                                        f"{p.entry.name}: interface {pat!r} is not present; "
+                                        "its chain is attached when it appears"))
+        for iface in ifaces:
+            per_iface.setdefault(iface, []).append(p.entry)
+    chains = {
+        iface: Chain(iface, tuple(sorted(entries, key=ChainEntry.sort_key)), mode)
+        for iface, entries in per_iface.items()
+    }
+    return dict(sorted(chains.items())), problems
+
+
+def with_mode(chain: Chain, mode: str) -> Chain:
+    return replace(chain, mode=mode)
+
+
+def diff(
+    desired: Mapping[InterfaceRef, Chain],
+    running: Mapping[InterfaceRef, Running],
+    refused: Mapping[InterfaceRef, str] | None = None,
+) -> tuple[Change, ...]:
+    """What to do per interface; ``refused`` interfaces keep what runs."""
+    refused = refused or {}
+    changes: list[Change] = []
+    for iface in sorted(set(desired) | set(running)):
+        want = desired.get(iface)
+        have = running.get(iface)
+        names = have.names if have else ()
+        if iface in refused:
+            changes.append(Change(iface, "keep", want, names, f"refused: {refused[iface]}"))
+        elif want is None:
+            changes.append(Change(iface, "detach", None, names, "no program wants it"))
+        elif have is None:
+            changes.append(Change(iface, "attach", want, (), "new chain"))
+        elif have.fingerprint == want.fingerprint():
+            changes.append(Change(iface, "keep", want, names, "up to date"))
+        else:
+            changes.append(Change(iface, "replace", want, names,
+                                  _why(have, want)))
+    return tuple(changes)
+
+
+def _why(have: Running, want: Chain) -> str:
+    if have.fingerprint is None:
+        return "running chain unknown to state; rebuilding"
+    if have.names != want.names:
+        return f"{' → '.join(have.names) or '∅'}  ⇒  {' → '.join(want.names)}"
+    return "program, object or policy changed"
+
+
+def refusals(
+    problems: Sequence[Problem],
+    desired: Mapping[InterfaceRef, Chain],
+    running: Mapping[InterfaceRef, Running],
+    broken_plugins: Iterable[str],
+) -> dict[InterfaceRef, str]:
+    """Interfaces whose change must be refused, with the first reason.
+
+    An error about a plugin refuses every interface where that plugin's
+    programs run or would run; a broken plugin refuses the interfaces where
+    its programs run now (its declarations are unknown, so nothing may be
+    removed on its behalf). Errors naming no plugin refuse everything.
+    """
+    out: dict[InterfaceRef, str] = {}
+    broken = set(broken_plugins)
+    for prob in problems:
+        if prob.severity != "error":
+            continue
+        for iface in sorted(set(desired) | set(running)):
+            chain = desired.get(iface)
+            run = running.get(iface)
+            plugins = set(e.plugin for e in chain.entries) if chain else set()
+            plugins |= set(run.plugins) if run else set()
+            if prob.plugin is None or prob.plugin in plugins:
+                out.setdefault(iface, str(prob))
+    for iface, run in running.items():
+        hit = broken & set(run.plugins)
+        if hit:
+            out.setdefault(iface, f"plugin {sorted(hit)[0]!r} failed to load and has programs "
+                                  f"running here; keeping the running chain")
+    return out

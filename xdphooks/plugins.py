@@ -1,0 +1,243 @@
+"""Plugin discovery: entry points and drop-in folders, each plugin isolated.
+
+Drop-ins, like systemd units and kernel-install plugins:
+
+- ``<libdir>/plugins/NAME.py``   — installed by packages;
+- ``/etc/xdphooks/plugins/NAME.py`` — the admin's: same name overrides the
+  package's file; a symlink to ``/dev/null`` masks it.
+
+Entry points: group ``xdphooks``, the entry point's name is the plugin name;
+a drop-in of the same name wins. A plugin that fails to import, raises, hangs
+or returns bad data is recorded in :attr:`Plugins.failures` by name and left
+out; it never takes the others down.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookspecs
+from .errors import XdphooksError
+from .model import Problem, XdpProgram, program_problems
+from .paths import Paths
+from .security import check_trusted_file
+
+ENTRY_POINT_GROUP = "xdphooks"
+
+
+@dataclass(frozen=True)
+class Failure:
+    plugin: str
+    reason: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        fix = f" — fix: {self.fix}" if self.fix else ""
+        return f"plugin {self.plugin!r}: {self.reason}{fix}"
+
+
+@dataclass
+class Plugins:
+    pm: pluggy.PluginManager
+    sources: dict[str, str] = field(default_factory=dict)  # plugin name -> file or entry point
+    failures: list[Failure] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    timeout: float = 10.0
+
+    def call_each(self, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Call ``hook`` on every plugin separately, guarded; returns (plugin, result)."""
+        out = []
+        caller = getattr(self.pm.hook, hook)
+        for impl in caller.get_hookimpls():
+            name = self.pm.get_name(impl.plugin) or "?"
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            args = {k: kwargs[k] for k in impl.argnames}
+            ok, value = _guarded(lambda: impl.function(**args), self.timeout)
+            if ok:
+                out.append((name, value))
+            else:
+                self.failures.append(Failure(name, f"{hook}() {value}",
+                                             "fix or remove the plugin, or disable it "
+                                             f"with --disable {name}"))
+        return out
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Fire an after-the-fact hook; failures are reported, never raised."""
+        self.call_each(hook, kwargs)
+
+    def programs(self) -> tuple[list[tuple[str, XdpProgram]], set[str]]:
+        """All declared programs with their plugin, and the plugins that failed to declare."""
+        found: list[tuple[str, XdpProgram]] = []
+        broken: set[str] = {f.plugin for f in self.failures}
+        for plugin, result in self.call_each("xdphooks_programs", {}):
+            reason = _bad_programs(result)
+            if reason:
+                self.failures.append(Failure(plugin, f"xdphooks_programs() returned bad data: "
+                                             f"{reason}", "return a list of XdpProgram"))
+                broken.add(plugin)
+                continue
+            found.extend((plugin, p) for p in result)
+        broken |= {f.plugin for f in self.failures}
+        return found, broken
+
+    def validate(self, interface, chain) -> list[Problem]:
+        problems: list[Problem] = []
+        for plugin, result in self.call_each("xdphooks_validate_chain",
+                                             {"interface": interface, "chain": chain}):
+            if result is None:
+                continue
+            if not isinstance(result, (list, tuple)) or not all(isinstance(p, Problem)
+                                                                for p in result):
+                self.failures.append(Failure(plugin, "xdphooks_validate_chain() must return "
+                                             "None or a list of veto()/warn() problems"))
+                continue
+            problems.extend(Problem(p.severity, p.plugin or plugin, p.message, p.fix)
+                            for p in result)
+        return problems
+
+    def select_mode(self, interface, chain, probed: str) -> str | None:
+        for plugin, result in self.call_each("xdphooks_select_mode",
+                                             {"interface": interface, "chain": chain,
+                                              "probed": probed}):
+            if result is not None:
+                return result
+        return None
+
+
+def _bad_programs(result: Any) -> str:
+    if not isinstance(result, (list, tuple)):
+        return f"expected a list, got {type(result).__name__}"
+    for item in result:
+        if not isinstance(item, XdpProgram):
+            return f"item {item!r} is not an XdpProgram"
+        problems = program_problems(item)
+        if problems:
+            return f"{item.name!r}: {'; '.join(problems)}"
+    return ""
+
+
+def _guarded(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any]:
+    """Run plugin code with a time limit; a hung plugin is abandoned (daemon thread)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - plugin code may raise anything
+            box["error"] = f"raised {type(e).__name__}: {e}"
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        return False, f"did not return within {timeout:g} s (hung?)"
+    if "error" in box:
+        return False, box["error"]
+    return True, box.get("value")
+
+
+def discover(paths: Paths, disable: frozenset[str] | set[str] = frozenset(),
+             timeout: float = 10.0, entry_points: bool = True) -> Plugins:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    disable = set(disable) | {n for n in os.environ.get("XDPHOOKS_DISABLE", "").split(",") if n}
+    plugins = Plugins(pm, timeout=timeout)
+    for name in sorted(disable):
+        pm.set_blocked(name)
+    plugins.disabled = sorted(disable)
+
+    files = _drop_ins(paths, plugins)
+    if entry_points and not os.environ.get("XDPHOOKS_DISABLE_ENTRY_POINTS"):
+        _load_entry_points(pm, plugins, skip=set(files))
+    for name, path in sorted(files.items()):
+        if pm.is_blocked(name):
+            continue
+        ok, value = _guarded(lambda: _import_file(name, path), timeout)
+        if not ok:
+            plugins.failures.append(Failure(name, f"cannot be loaded from {path}: import {value}",
+                                            f"fix {path}, or mask it with "
+                                            f"ln -s /dev/null {paths.admin_plugin_dir}/{name}.py"))
+            continue
+        _register(pm, plugins, name, value, str(path))
+    return plugins
+
+
+def _drop_ins(paths: Paths, plugins: Plugins) -> dict[str, Path]:
+    chosen: dict[str, Path] = {}
+    for d in (paths.plugin_dir, paths.admin_plugin_dir):  # later wins
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if not entry.name.endswith(".py") or entry.name.startswith("."):
+                continue
+            name = entry.name[:-3]
+            path = Path(entry.path)
+            if entry.is_symlink() and os.readlink(path) == "/dev/null":
+                if d == paths.admin_plugin_dir:
+                    chosen.pop(name, None)
+                    plugins.masked.append(name)
+                    continue
+            try:
+                check_trusted_file(path, "plugin file", plugin=name)
+            except XdphooksError as e:
+                plugins.failures.append(Failure(name, e.message, e.fix))
+                chosen.pop(name, None)
+                continue
+            chosen[name] = path
+    for name in plugins.masked:
+        chosen.pop(name, None)
+    return chosen
+
+
+def _import_file(name: str, path: Path) -> ModuleType:
+    modname = f"xdphooks_plugin_{name.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(modname, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"not a Python module: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_entry_points(pm: pluggy.PluginManager, plugins: Plugins, skip: set[str]) -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in skip or pm.is_blocked(ep.name):
+            continue
+        ok, value = _guarded(ep.load, plugins.timeout)
+        if not ok:
+            plugins.failures.append(Failure(ep.name, f"entry point {ep.value} cannot be loaded: "
+                                            f"{value}", f"fix or uninstall {ep.dist.name if ep.dist else ep.value}"))
+            continue
+        _register(pm, plugins, ep.name, value, f"entry point {ep.value}")
+
+
+def _register(pm: pluggy.PluginManager, plugins: Plugins, name: str, obj: Any, source: str) -> None:
+    try:
+        pm.register(obj, name=name)
+        pm.check_pending()
+    except Exception as e:  # pluggy's PluginValidationError and friends
+        try:
+            pm.unregister(name=name)
+        except Exception:  # noqa: BLE001
+            pass
+        plugins.failures.append(Failure(name, f"invalid hook implementation: {e}",
+                                        "check the hook names and arguments against "
+                                        "xdphooks.hookspecs"))
+        return
+    plugins.sources[name] = source

@@ -1,0 +1,154 @@
+"""Shared state between xdphooks processes, and the lock that serialises them.
+
+Protocol (see docs/protocol.md):
+
+- One lock, ``<root>/run/xdphooks/lock`` (directory 0700, root-owned), held by
+  every writer over the whole read → plan → build → swap → record → clean-up.
+  ``flock`` semantics: a holder that dies releases it.
+- ``<root>/var/lib/xdphooks/state.json`` is a cache of what we attached,
+  written atomically (temp file, fsync, rename, fsync dir). The kernel is the
+  truth: an entry whose ``prog_id`` is no longer attached is stale and rebuilt.
+- Pins under ``<bpffs>/xdphooks/``: ``if/<ns>@<ifname>/g<N>/root`` (and
+  counters, events, per-program pins) per chain generation;
+  ``maps/<program>/<map>`` for maps that persist across generations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LockError, StateError
+from .security import ensure_private_dir
+
+STATE_VERSION = 1
+
+
+@dataclass
+class ProgramRecord:
+    name: str
+    plugin: str
+    priority: int
+    policy: dict[str, str]
+    object: str
+    program: str | None
+    digest: str
+    prog_id: int
+    slot: int
+
+
+@dataclass
+class InterfaceRecord:
+    netns: str
+    name: str
+    ifindex: int
+    mode: str
+    prog_id: int
+    fingerprint: str
+    generation: int
+    pin_dir: str
+    xdp_mode: str
+    programs: list[ProgramRecord]
+    updated: float = 0.0
+    trigger: str = ""
+
+
+@dataclass
+class State:
+    version: int = STATE_VERSION
+    generation: int = 0  # bumped on every build; names pin directories
+    interfaces: dict[str, InterfaceRecord] = field(default_factory=dict)  # key: InterfaceRef.key
+    last_run: dict[str, Any] = field(default_factory=dict)  # time, trigger, result, errors
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "State":
+        ifaces = {}
+        for key, rec in data.get("interfaces", {}).items():
+            progs = [ProgramRecord(**p) for p in rec.pop("programs", [])]
+            ifaces[key] = InterfaceRecord(programs=progs, **rec)
+        return cls(version=data["version"], generation=int(data.get("generation", 0)),
+                   interfaces=ifaces, last_run=data.get("last_run", {}))
+
+
+def load(path: Path) -> tuple[State, str]:
+    """Read the state; returns (state, warning). A missing or corrupt file gives an
+    empty state and a warning: the coordinator rebuilds from the kernel and pins."""
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return State(), ""
+    try:
+        data = json.loads(raw)
+        version = data.get("version")
+        if isinstance(version, int) and version > STATE_VERSION:
+            raise StateError(f"{path} was written by a newer xdphooks (state version {version}, "
+                             f"this one knows {STATE_VERSION})",
+                             fix="upgrade xdphooks, or move the file away and run reconcile")
+        return State.from_dict(data), ""
+    except StateError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any damage means "rebuild"
+        return State(), f"state file {path} is corrupt ({type(e).__name__}); rebuilt from the kernel"
+
+
+def save(path: Path, state: State) -> None:
+    """Atomic replace: readers see the old or the new file, never half of one."""
+    ensure_private_dir(path.parent, 0o755)
+    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(state.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class Lock:
+    """The coordinator's lock: flock on a file in a root-only directory."""
+
+    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._lock = None
+
+    def __enter__(self) -> "Lock":
+        import filelock
+
+        ensure_private_dir(self.path.parent, 0o700)
+        if self.path.is_symlink():
+            raise LockError(f"lock {self.path} is a symlink (planted?)",
+                            fix=f"remove {self.path} and run again")
+        self._lock = filelock.UnixFileLock(str(self.path), timeout=self.timeout)
+        t0 = time.monotonic()
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise LockError(f"another xdphooks has held {self.path} for over "
+                            f"{self.timeout:g} s", fix="wait for it to finish, or find it "
+                            f"with: fuser -v {self.path}") from None
+        self.waited = time.monotonic() - t0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.release()

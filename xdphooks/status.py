@@ -1,0 +1,212 @@
+"""``xdphooks status`` and ``xdphooks events``: read-only views.
+
+Works without root (state file only; kernel facts and counters need root and
+are then reported as null). JSON schema: docs/status-json.md — keys are kept
+stable, new keys may be added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import state as state_mod
+from .model import ACTIONS
+from .paths import Paths
+
+VERDICT_KEYS = ACTIONS + ("unknown",)
+
+
+def _kernel_ok() -> bool:
+    return os.geteuid() == 0
+
+
+def _attached(netns_name: str, ifname: str) -> int | None:
+    from .coordinator import _attached_id
+    from .model import InterfaceRef
+
+    return _attached_id(InterfaceRef(netns_name, ifname))
+
+
+def _counters(pin_dir: str, n: int) -> list[dict] | None:
+    path = Path(pin_dir) / "counters"
+    if not path.exists():
+        return None
+    try:
+        from .counters import read_counters
+    except ImportError:
+        return None
+    try:
+        return read_counters(str(path), n)
+    except Exception:  # noqa: BLE001 - status must always answer
+        return None
+
+
+def collect(paths: Paths) -> dict:
+    st, warning = state_mod.load(paths.state_file)
+    root = _kernel_ok()
+    provenance = _provenance(paths)
+    out: dict = {"version": 1, "time": time.time(), "root": root, "interfaces": [],
+                 "last_run": st.last_run or None, "pending": _pending(paths),
+                 "warnings": [warning] if warning else []}
+    for key, rec in sorted(st.interfaces.items()):
+        attached = _attached(rec.netns, rec.name) if root else None
+        counters = _counters(rec.pin_dir, len(rec.programs)) if root else None
+        progs = []
+        for i, p in enumerate(rec.programs):
+            c = counters[i] if counters and i < len(counters) else None
+            prov = provenance.get(p.plugin, {})
+            progs.append({
+                "name": p.name, "plugin": p.plugin, "priority": p.priority,
+                "policy": p.policy, "prog_id": p.prog_id, "slot": p.slot,
+                "object": p.object, "program": p.program, "digest": p.digest,
+                "packets": c["packets"] if c else None,
+                "verdicts": {k: c["verdicts"].get(k, 0) for k in VERDICT_KEYS} if c else None,
+                "package": prov.get("package"), "modified": prov.get("modified"),
+            })
+        out["interfaces"].append({
+            "name": rec.name, "netns": rec.netns or None, "mode": rec.mode,
+            "xdp_mode": rec.xdp_mode, "prog_id": rec.prog_id, "ifindex": rec.ifindex,
+            "attached": (attached == rec.prog_id) if attached is not None else None,
+            "generation": rec.generation, "fingerprint": rec.fingerprint,
+            "updated": rec.updated, "trigger": rec.trigger, "programs": progs,
+        })
+    return out
+
+
+def _pending(paths: Paths) -> dict | None:
+    try:
+        return json.loads((paths.state_dir / "pending").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _provenance(paths: Paths) -> dict[str, dict]:
+    try:
+        from .provenance import plugin_owners
+    except ImportError:
+        return {}
+    try:
+        return plugin_owners(paths)
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def _fmt_policy(policy: dict) -> str:
+    from .model import VerdictPolicy
+
+    return VerdictPolicy.from_mapping(policy).short()
+
+
+def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
+    lines = []
+    rates = {}
+    if prev and dt > 0:
+        for i in prev["interfaces"]:
+            for p in i["programs"]:
+                if p["packets"] is not None:
+                    rates[(i["netns"], i["name"], p["name"])] = p["packets"]
+    head = (f"{'INTERFACE':<22} {'MODE':<9} {'PRIO':>4}  {'PROGRAM':<16} {'ID':>6}  "
+            f"{'POLICY':<16} {'PACKETS':>9} {'RATE/s':>8}  {'DROP':>5} {'PASS':>5} {'TX':>4} "
+            f"{'REDIR':>5}  PACKAGE")
+    lines.append(head)
+    if not data["interfaces"]:
+        lines.append("(no chains attached)")
+    for i in data["interfaces"]:
+        name = f"{i['netns']}/{i['name']}" if i["netns"] else i["name"]
+        att = {True: "", False: "  !! NOT ATTACHED", None: ""}[i["attached"]]
+        lines.append(f"{name:<22} {i['mode']:<9} {'':>4}  {'<chain>':<16} {i['prog_id']:>6}  "
+                     f"gen {i['generation']}, {i['xdp_mode']}{att}")
+        for p in i["programs"]:
+            pk = p["packets"]
+            v = p["verdicts"] or {}
+            share = (lambda k: f"{100 * v.get(k, 0) / pk:4.0f}%" if pk else "    -")
+            rate = ""
+            key = (i["netns"], i["name"], p["name"])
+            if key in rates and pk is not None:
+                rate = f"{(pk - rates[key]) / dt:8.1f}"
+            pkg = p.get("package") or "-"
+            if p.get("modified"):
+                pkg += " (MODIFIED)"
+            lines.append(f"{'':<22} {'':<9} {p['priority']:>4}  {p['name']:<16} "
+                         f"{p['prog_id']:>6}  {_fmt_policy(p['policy']):<16} "
+                         f"{pk if pk is not None else '-':>9} {rate:>8}  {share('drop'):>5} "
+                         f"{share('pass'):>5} {share('tx'):>4} {share('redirect'):>5}  {pkg}")
+    lr = data.get("last_run")
+    if lr:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr.get("time", 0)))
+        lines.append("")
+        lines.append(f"last reconcile: {when} (trigger {lr.get('trigger')}), "
+                     f"{len(lr.get('applied', []))} change(s), {len(lr.get('failed', {}))} failure(s)")
+        for iface, msg in (lr.get("failed") or {}).items():
+            lines.append(f"  FAILED {iface}: {msg.splitlines()[0]}")
+        for prob in lr.get("problems", []):
+            lines.append(f"  {prob}")
+    if data.get("pending"):
+        lines.append(f"pending: {data['pending'].get('why')} — applied at next boot/reconcile")
+    if not data["root"]:
+        lines.append("(not root: kernel state and counters not shown)")
+    return "\n".join(lines)
+
+
+def render_brief(data: dict) -> str:
+    out = []
+    for i in data["interfaces"]:
+        name = f"{i['netns']}/{i['name']}" if i["netns"] else i["name"]
+        out.append(f"xdphooks: {name} [{i['mode']}]: "
+                   + " → ".join(p["name"] for p in i["programs"]))
+    lr = data.get("last_run") or {}
+    for iface, msg in (lr.get("failed") or {}).items():
+        out.append(f"xdphooks: FAILED {iface}: {msg.splitlines()[0]}")
+    return "\n".join(out) or "xdphooks: no chains attached"
+
+
+def main(args, paths: Paths) -> int:
+    if args.json:
+        print(json.dumps(collect(paths), indent=2))
+        return 0
+    if args.brief:
+        print(render_brief(collect(paths)))
+        return 0
+    if not args.watch:
+        print(render(collect(paths)))
+        return 0
+    prev, t_prev = None, 0.0
+    try:
+        while True:
+            data, now = collect(paths), time.monotonic()
+            sys.stdout.write("\x1b[H\x1b[2J" + render(data, prev, now - t_prev) + "\n")
+            sys.stdout.flush()
+            prev, t_prev = data, now
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def events_main(args, paths: Paths) -> int:
+    st, _ = state_mod.load(paths.state_file)
+    try:
+        from .counters import read_events
+    except ImportError:
+        print("xdphooks: events need the rootlet's event ring (static or freplace mode)")
+        return 1
+    shown = 0
+    for key, rec in sorted(st.interfaces.items()):
+        name = f"{rec.netns}/{rec.name}" if rec.netns else rec.name
+        if args.interface and args.interface not in (name, rec.name):
+            continue
+        path = Path(rec.pin_dir) / "events"
+        if not path.exists():
+            continue
+        for ev in read_events(str(path), 1000):
+            slot = ev["slot"]
+            prog = rec.programs[slot].name if slot < len(rec.programs) else f"slot {slot}"
+            verdict = VERDICT_KEYS[ev["retval"]] if ev["retval"] < 5 else f"unknown({ev['retval']})"
+            print(f"{ev['ts_ns'] / 1e9:14.6f} {name}: {prog} returned {verdict} (logged, continued)")
+            shown += 1
+    if not shown:
+        print("no events")
+    return 0
