@@ -157,6 +157,8 @@ def xdphooks_chain_attached(
 def xdphooks_chain_detached(interface: "InterfaceRef", names: Sequence[str]) -> None:
     """The chain on ``interface`` was removed (last program gone, or teardown).
 
+    Called after the detach, inside the lock, once per interface.
+
     :param names: names of the programs that were running there.
     :returns: nothing.  Pinned maps of programs still declared are kept.
     """
@@ -166,6 +168,7 @@ def xdphooks_chain_detached(interface: "InterfaceRef", names: Sequence[str]) -> 
 def xdphooks_reconcile_failed(interface: "InterfaceRef", error: str) -> None:
     """A change on ``interface`` was refused or failed; the old chain still runs.
 
+    Called at the end of a reconcile, once per refused or failed interface.
     Called once per failed interface with the same one-line error the admin
     sees (it names the plugin and the fix).  Useful for alerting.
 
