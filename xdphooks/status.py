@@ -48,7 +48,11 @@ def _counters(pin_dir: str, n: int) -> list[dict] | None:
 def collect(paths: Paths) -> dict:
     st, warning = state_mod.load(paths.state_file)
     root = _kernel_ok()
-    provenance = _provenance(paths)
+    objects: dict[str, list[str]] = {}
+    for rec in st.interfaces.values():
+        for p in rec.programs:
+            objects.setdefault(p.plugin, []).append(p.object)
+    provenance = _provenance(paths, objects)
     out: dict = {"version": 1, "time": time.time(), "root": root, "interfaces": [],
                  "last_run": st.last_run or None, "pending": _pending(paths),
                  "warnings": [warning] if warning else []}
@@ -84,13 +88,11 @@ def _pending(paths: Paths) -> dict | None:
         return None
 
 
-def _provenance(paths: Paths) -> dict[str, dict]:
+def _provenance(paths: Paths, objects: dict[str, list[str]]) -> dict[str, dict]:
+    from .provenance import plugin_owners
+
     try:
-        from .provenance import plugin_owners
-    except ImportError:
-        return {}
-    try:
-        return plugin_owners(paths)
+        return plugin_owners(paths, objects)
     except Exception:  # noqa: BLE001
         return {}
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything xdphooks needs to build, test and demo on Debian 12, as root.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  # BPF toolchain and kernel tools
+  clang llvm libbpf-dev bpftool xdp-tools iproute2 iputils-ping util-linux procps kmod
+  # package managers exercised for real by the tests and the demo
+  rpm dnf python3-rpm python3-dnf dpkg-dev debhelper fakeroot
+  # the installed framework runs on Debian's python3 with these
+  python3 python3-pluggy python3-filelock python3-pyroute2
+  # real-kernel VM for the freplace backend (this host's kernel refuses freplace)
+  qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
+  # stat tools used in the docs' examples
+  jq
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo ">> apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo ">> creating .venv"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import xdphooks, pytest, hypothesis, elftools, virtme_ng" 2>/dev/null; then
+  echo ">> pip install"
+  .venv/bin/pip install -q -e '.[test]' virtme-ng
+fi
+
+# Prebuilt BPF objects shipped with the package (rootlet, dispatcher).
+if [ -f bpf/Makefile ]; then
+  make -s -C bpf
+fi
+echo ">> dependencies ready"

@@ -1,0 +1,112 @@
+"""Which package owns each plugin, and whether its files still match what the
+package recorded (rpm: file digests in the rpmdb via the ``rpm`` module;
+Debian: ``/var/lib/dpkg/info/<pkg>.md5sums``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .paths import Paths
+
+DPKG_INFO = Path("/var/lib/dpkg/info")
+
+
+def _file_hash(path: str, algo: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.new(algo, f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def rpm_owner(path: str) -> tuple[str, bool] | None:
+    """(package, matches) from the rpmdb, or None if no rpm owns ``path``."""
+    try:
+        import rpm
+    except ImportError:
+        return None
+    try:
+        ts = rpm.TransactionSet()
+        for hdr in ts.dbMatch("basenames", path):
+            for f in rpm.files(hdr):
+                if f.name == path:
+                    algo = {8: "sha256", 1: "md5", 2: "sha1", 10: "sha512"}.get(
+                        hdr[rpm.RPMTAG_FILEDIGESTALGO] or 1, "sha256")
+                    ok = _file_hash(path, algo) == f.digest
+                    return f"{hdr[rpm.RPMTAG_NAME]}-{hdr[rpm.RPMTAG_VERSION]}-" \
+                           f"{hdr[rpm.RPMTAG_RELEASE]} (rpm)", ok
+    except Exception:  # noqa: BLE001 - an unreadable rpmdb must not break status
+        return None
+    return None
+
+
+def _dpkg_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    try:
+        lists = [p for p in DPKG_INFO.iterdir() if p.suffix == ".list"]
+    except OSError:
+        return index
+    for lst in lists:
+        try:
+            text = lst.read_text(errors="replace")
+        except OSError:
+            continue
+        if "/xdphooks/" not in text:
+            continue  # only packages that ship xdphooks files matter
+        pkg = lst.stem.split(":")[0]
+        for line in text.splitlines():
+            if "/xdphooks/" in line:
+                index[line] = pkg
+    return index
+
+
+def dpkg_owner(path: str, index: dict[str, str]) -> tuple[str, bool] | None:
+    pkg = index.get(path)
+    if not pkg:
+        return None
+    rel = path.lstrip("/")
+    for md5s in (DPKG_INFO / f"{pkg}.md5sums", *DPKG_INFO.glob(f"{pkg}:*.md5sums")):
+        try:
+            for line in md5s.read_text().splitlines():
+                digest, _, name = line.partition("  ")
+                if name == rel:
+                    return f"{pkg} (deb)", _file_hash(path, "md5") == digest
+        except OSError:
+            continue
+    return f"{pkg} (deb)", True
+
+
+def owner(path: str, dpkg_index: dict[str, str]) -> tuple[str, bool] | None:
+    return rpm_owner(path) or dpkg_owner(path, dpkg_index)
+
+
+def plugin_owners(paths: Paths, objects: dict[str, list[str]] | None = None) -> dict[str, dict]:
+    """{plugin: {"package": str|None, "modified": bool}} for drop-in plugins.
+
+    ``modified`` is true when the plugin file or one of its objects no longer
+    matches the digest its package recorded.
+    """
+    out: dict[str, dict] = {}
+    index = _dpkg_index()
+    for d in (paths.plugin_dir, paths.admin_plugin_dir):
+        try:
+            files = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in files:
+            if not e.name.endswith(".py"):
+                continue
+            name = e.name[:-3]
+            found = owner(e.path, index)
+            info = {"package": found[0] if found else None,
+                    "modified": bool(found and not found[1])}
+            if d == paths.admin_plugin_dir:
+                info = {"package": "local override (/etc)", "modified": False}
+            for obj in (objects or {}).get(name, []):
+                o = owner(obj, index)
+                if o and not o[1]:
+                    info["modified"] = True
+            out[name] = info
+    return out
