@@ -534,11 +534,6 @@ _sig("btf__free", None, c_void_p)
 _sig("bpf_link_create", c_int, c_int, c_int, c_int, c_void_p)
 _sig("bpf_link_get_fd_by_id", c_int, c_uint32)
 
-_RINGBUF_CB = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
-_sig("ring_buffer__new", c_void_p, c_int, _RINGBUF_CB, c_void_p, c_void_p)
-_sig("ring_buffer__consume", c_int, c_void_p)
-_sig("ring_buffer__free", None, c_void_p)
-
 
 class _LinkCreateOpts(ctypes.Structure):
     """struct bpf_link_create_opts (libbpf 1.1 layout; sz makes it forward compatible)."""
@@ -602,27 +597,7 @@ def link_info(fd: int) -> LinkInfo:
     buf = (c_uint32 * 32)()
     size = c_uint32(ctypes.sizeof(buf))
     _check(_lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(buf), ctypes.byref(size)), "link info")
-    # struct bpf_link_info: type, id, prog_id, then for tracing links:
-    # attach_type, target_obj_id, target_btf_id
-    return LinkInfo(buf[0], buf[1], buf[2], buf[4], buf[5])
+    # struct bpf_link_info: type, id, prog_id, then (8-byte aligned union, at
+    # word 4) for tracing links: attach_type, target_obj_id, target_btf_id
+    return LinkInfo(buf[0], buf[1], buf[2], buf[5], buf[6])
 
-
-def ringbuf_drain(map_fd: int) -> list[bytes]:
-    """Consume every record now in a BPF ring buffer; returns them in order."""
-    out: list[bytes] = []
-
-    @_RINGBUF_CB
-    def _cb(_ctx, data, size):
-        out.append(ctypes.string_at(data, size))
-        return 0
-
-    rb = _lib.ring_buffer__new(map_fd, _cb, None, None)
-    if not rb:
-        raise _fail("ring_buffer__new")
-    try:
-        rc = _lib.ring_buffer__consume(rb)
-        if rc < 0:
-            raise _fail("ring_buffer__consume", -rc)
-    finally:
-        _lib.ring_buffer__free(rb)
-    return out

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Static backend benchmark: ns/packet via BPF_PROG_TEST_RUN, plus control-plane times.
+
+Variants per N (each component does the same small work: bounds-check the
+Ethernet header and read the EtherType):
+  static      rootlet + N rewritten components linked into one program (counters off)
+  static+cnt  same, counters on
+  mono        one hand-written program doing the N checks inline
+  tailcall    N programs chained with bpf_tail_call
+Rounds interleave the variants; we report medians and min-max of the per-round
+averages (each a TEST_RUN with `repeat` iterations, 10^6 by default).
+Needs root, clang (to build the bench objects) and a private bpffs (mounted here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from static_helpers import entry, make_ctx, private_bpffs  # noqa: E402
+from xdphooks.backends import static  # noqa: E402
+from xdphooks.kernel import libbpf  # noqa: E402
+
+NS = [1, 2, 5, 10, 32, 64]
+WORK = """
+static __always_inline int work(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	volatile __u16 proto;
+	if (data + 14 > end)
+		return XDP_DROP;
+	proto = *(__u16 *)(data + 12);
+	return proto == 0xffff ? XDP_DROP : XDP_PASS;
+}
+"""
+COMPONENT = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+%s
+SEC("xdp") int bench_comp(struct xdp_md *ctx) { return work(ctx); }
+char _license[] SEC("license") = "GPL";
+""" % WORK
+MONO = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+%s
+SEC("xdp") int bench_mono(struct xdp_md *ctx)
+{
+#pragma unroll
+	for (int i = 0; i < NCOMP; i++) {
+		int r = work(ctx);
+		asm volatile("" ::: "memory");
+		if (r != XDP_PASS)
+			return r;
+	}
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+""" % WORK
+TAIL = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+%s
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 65);
+	 __type(key, __u32); __type(value, __u32); } jmp SEC(".maps");
+#define P(n) SEC("xdp") int tc_##n(struct xdp_md *ctx) { int r = work(ctx); \\
+	if (r != XDP_PASS) return r; bpf_tail_call(ctx, &jmp, n + 1); return XDP_PASS; }
+%s
+char _license[] SEC("license") = "GPL";
+""" % (WORK, " ".join(f"P({i})" for i in range(64)))
+
+
+def cc(src: str, out: Path, *defs: str) -> Path:
+    c = out.with_suffix(".c")
+    c.write_text(src)
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                    *defs, "-c", str(c), "-o", str(out)], check=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--ns", default=",".join(map(str, NS)))
+    args = ap.parse_args()
+    ns = [int(x) for x in args.ns.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="xh-bench-"))
+    comp = cc(COMPONENT, tmp / "comp.o")
+    tail = cc(TAIL, tmp / "tail.o")
+    pkt = static.ipv4(17, static.udp(40000, 53))
+    results: dict[tuple[str, int], list[float]] = {}
+    cp: dict[int, dict[str, list[float]]] = {}
+    keep = []
+    with private_bpffs() as fs:
+        fds: dict[tuple[str, int], int] = {}
+        for n in ns:
+            cp[n] = {"rewrite_link": [], "load": [], "preflight": []}
+            for counters in (False, True):
+                for _ in range(3 if not counters else 1):
+                    b = static.build(make_ctx(fs, [entry(f"c{i}", comp) for i in range(n)],
+                                              counters=counters))
+                    for k, v in static.last_timings.items():
+                        cp[n][k].append(v)
+                    keep.append(b)
+                fds[("static+cnt" if counters else "static", n)] = b.prog_fd
+            mono = libbpf.BpfObject(str(cc(MONO, tmp / f"mono{n}.o", f"-DNCOMP={n}")))
+            mono.load()
+            keep.append(mono)
+            fds[("mono", n)] = mono.program("bench_mono").fd
+            t = libbpf.BpfObject(str(tail))
+            t.load()
+            keep.append(t)
+            jmp = t.map("jmp").fd
+            for i in range(n):
+                libbpf.map_update(jmp, i.to_bytes(4, "little"),
+                                  t.program(f"tc_{i}").fd.to_bytes(4, "little"))
+            fds[("tailcall", n)] = t.program("tc_0").fd
+        for _ in range(args.rounds):
+            for key, fd in fds.items():
+                r = libbpf.prog_test_run(fd, pkt, repeat=args.repeat)
+                assert r.retval == 2, (key, r.retval)
+                results.setdefault(key, []).append(r.duration_ns)
+        for k in keep:
+            k.close()
+
+    def med(v, n):
+        return statistics.median(results[(v, n)])
+
+    def rng(v, n):
+        x = results[(v, n)]
+        return f"{min(x)}-{max(x)}"
+
+    print(f"# ns/packet, BPF_PROG_TEST_RUN repeat={args.repeat}, {args.rounds} interleaved "
+          f"rounds, median (min-max)")
+    print(f"{'N':>3} | {'static':>14} | {'static+cnt':>14} | {'mono':>14} | {'tailcall':>14} |"
+          f" {'static/mono':>11} | {'static/tail':>11} | ns/extra prog static, +cnt, mono, tail")
+    base = ns[0]
+    for n in ns:
+        extra = []
+        for v in ("static", "static+cnt", "mono", "tailcall"):
+            extra.append("-" if n == base else
+                         f"{(med(v, n) - med(v, base)) / (n - base):.2f}")
+        print(f"{n:>3} | " + " | ".join(f"{med(v, n):>5} ({rng(v, n):>7})"
+                                        for v in ("static", "static+cnt", "mono", "tailcall"))
+              + f" | {med('static', n) / max(med('mono', n), 1):>11.2f}"
+              + f" | {med('static', n) / max(med('tailcall', n), 1):>11.2f} | " + ", ".join(extra))
+    print()
+    print("# control plane (ms, median of 4 builds): rewrite+link, load (incl. verifier), "
+          "pre-flight (4 test runs + counter reset)")
+    for n in ns:
+        print(f"{n:>3} | " + " | ".join(f"{k} {statistics.median(v) * 1000:7.1f}"
+                                        for k, v in cp[n].items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* xdphooks: ABI shared by the rootlet (static backend), the freplace
+ * dispatcher and the Python control plane. Keep in sync with
+ * xdphooks/model.py (DECISION_CODES, POLICY_KEYS) and xdphooks/counters.py.
+ */
+#ifndef XDPHOOKS_CONFIG_H
+#define XDPHOOKS_CONFIG_H
+
+#include <linux/types.h>
+
+#define XDPHOOKS_MAX_SLOTS 128
+#define XDPHOOKS_MAGIC 0x58445048 /* 'XDPH' */
+#define XDPHOOKS_VERSION 1
+#define XDPHOOKS_CONFIG_VERSION XDPHOOKS_VERSION
+/* tells dispatcher.bpf.c that the structs below are defined */
+#define XDPHOOKS_CONFIG_DEFINED 1
+
+/* decision codes */
+#define XDPH_CONTINUE 0
+#define XDPH_RETURN 1
+#define XDPH_LOG 2
+
+/* policy index order */
+#define XDPH_POL_ABORTED 0
+#define XDPH_POL_DROP 1
+#define XDPH_POL_PASS 2
+#define XDPH_POL_TX 3
+#define XDPH_POL_REDIRECT 4
+#define XDPH_POL_UNKNOWN 5
+#define XDPH_NR_POLICY 6
+
+/* read-only configuration, held in `const volatile` rodata and set with
+ * bpf_map__set_initial_value() before load */
+struct xdphooks_config {
+	__u32 magic;   /* XDPHOOKS_MAGIC */
+	__u32 version; /* XDPHOOKS_VERSION */
+	__u32 nr_slots;
+	__u32 counters_enabled;
+	__u32 events_enabled;
+	__u8 policy[XDPHOOKS_MAX_SLOTS][XDPH_NR_POLICY];
+};
+
+/* value of map `xdph_counters` (PERCPU_ARRAY, max_entries XDPHOOKS_MAX_SLOTS) */
+struct xdphooks_slot_stats {
+	__u64 packets;                   /* times the slot ran */
+	__u64 verdicts[XDPH_NR_POLICY];  /* by policy index */
+};
+
+/* record in ring buffer `xdph_events` (RINGBUF, 64 KiB) */
+struct xdphooks_event {
+	__u64 ts_ns;
+	__u32 slot;
+	__u32 retval;
+	__u32 ifindex;
+	__u32 flags;
+};
+
+#define XDPHOOKS_EVENTS_SIZE (64 * 1024)
+
+/* same layouts under the names dispatcher.bpf.c uses */
+struct xdph_counter {
+	__u64 packets;
+	__u64 verdicts[XDPH_NR_POLICY];
+};
+
+struct xdph_event {
+	__u64 ts_ns;
+	__u32 slot;
+	__u32 retval;
+	__u32 ifindex;
+	__u32 flags;
+};
+
+#endif /* XDPHOOKS_CONFIG_H */

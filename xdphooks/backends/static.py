@@ -1,0 +1,324 @@
+"""Static backend: rootlet + rewritten components, linked into ONE XDP program.
+
+build() rewrites every entry's object into ctx.workdir (xdphooks.link.rewrite),
+links them after the prebuilt rootlet (smallest capacity >= chain length) with
+libbpf's static linker, writes the rootlet's const volatile config (nr_slots,
+policies, counters/events switches), pins each component's persistent maps
+under ``ctx.map_pin_dir(name)/<original map name>``, loads, and pre-flights
+the program with BPF_PROG_TEST_RUN on canned packets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from pathlib import Path
+
+from ..errors import KernelError, LimitError, ObjectError, VerifierError
+from ..kernel import libbpf
+from ..model import POLICY_KEYS, Decision
+from .base import BuildContext, BuiltChain
+
+MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS
+MAX_USED_MAPS = 64  # kernel MAX_USED_MAPS
+MAX_STACK = 512
+CAPACITIES = (1, 2, 4, 8, 16, 32, 64, 128)
+CONFIG_SYMBOL = "xdph_config"
+MAGIC, VERSION = 0x58445048, 1
+_CFG_HDR = struct.Struct("<IIIII")
+ROOT_PROG = "xdphooks_root"
+ROOT_MAPS = ("xdph_counters", "xdph_events")
+XDP_NAMES = {0: "aborted", 1: "drop", 2: "pass", 3: "tx", 4: "redirect"}
+
+#: control-plane timings of the last build() (seconds), for benchmarks/diagnostics
+last_timings: dict[str, float] = {}
+
+
+def rootlet_path(data_dir: Path, n: int) -> Path:
+    cap = next((c for c in CAPACITIES if c >= max(n, 1)), None)
+    if cap is None:
+        raise LimitError(f"{n} programs on one interface; the static backend supports at most "
+                         f"{MAX_SLOTS}", fix="remove programs or split them across interfaces")
+    p = Path(data_dir) / f"rootlet_{cap}.o"
+    if not p.exists():
+        raise ObjectError(f"rootlet object {p} is missing", fix="reinstall xdphooks")
+    return p
+
+
+def encode_config(entries, counters: bool, events: bool | None = None) -> bytes:
+    codes = [e.policy.codes() for e in entries]
+    if events is None:
+        events = any(2 in c for c in codes)
+    blob = bytearray(_CFG_HDR.pack(MAGIC, VERSION, len(entries), int(counters), int(events)))
+    blob += bytes(MAX_SLOTS * 6)
+    for i, c in enumerate(codes):
+        blob[_CFG_HDR.size + i * 6: _CFG_HDR.size + i * 6 + 6] = bytes(c)
+    return bytes(blob)
+
+
+def _symbol_offset(path: str, name: str) -> tuple[str, int]:
+    from ..link import elf as E
+    elf = E.read_elf(path)
+    for s in elf.symbols:
+        if s.name == name and 0 < s.shndx < len(elf.sections):
+            return elf.sections[s.shndx].name, s.value
+    raise ObjectError(f"linked object has no symbol {name}", fix="reinstall xdphooks")
+
+
+# --- canned packets for the pre-flight ---------------------------------------------
+
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def eth(proto: int, payload: bytes, src=b"\x02\0\0\0\0\x01", dst=b"\x02\0\0\0\0\x02") -> bytes:
+    return dst + src + struct.pack("!H", proto) + payload
+
+
+def ipv4(proto: int, payload: bytes, src=bytes([192, 0, 2, 1]), dst=bytes([192, 0, 2, 2])) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0, src, dst)
+    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    return eth(0x0800, hdr + payload)
+
+
+def ipv6(nh: int, payload: bytes, src=b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\1",
+         dst=b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\2") -> bytes:
+    return eth(0x86DD, struct.pack("!IHBB16s16s", 6 << 28, len(payload), nh, 64, src, dst) + payload)
+
+
+def udp(sport: int, dport: int, data: bytes = b"xdphooks") -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
+
+
+def tcp(sport: int, dport: int, flags: int = 0x02) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+
+
+def arp() -> bytes:
+    return eth(0x0806, struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, b"\x02\0\0\0\0\x01",
+                                   bytes([192, 0, 2, 1]), b"\0" * 6, bytes([192, 0, 2, 2])),
+               dst=b"\xff" * 6)
+
+
+def canned_packets() -> dict[str, bytes]:
+    return {
+        "ipv4-udp": ipv4(17, udp(40000, 53)),
+        "ipv4-tcp": ipv4(6, tcp(40000, 80)),
+        "ipv6-udp": ipv6(17, udp(40000, 53)),
+        "arp": arp(),
+    }
+
+
+# --- build ----------------------------------------------------------------------------------
+
+
+def _check_limits(ctx: BuildContext, results, rootlet: Path) -> None:
+    from ..link.rewrite import count_maps
+    n_maps, data = count_maps(str(rootlet))
+    per_prog = {}
+    for entry, res in zip(ctx.chain.entries, results):
+        per_prog[entry.name] = len(res.maps)
+        n_maps += len(res.maps)
+        data |= res.data_sections
+    total = n_maps + len(data)
+    if total > MAX_USED_MAPS:
+        worst = ", ".join(f"{k} {v}" for k, v in sorted(per_prog.items(), key=lambda kv: -kv[1])[:3])
+        raise LimitError(f"interface {ctx.interface}: the linked program would use {total} maps, "
+                         f"the kernel allows {MAX_USED_MAPS} per program (largest: {worst})",
+                         fix="move some programs to another interface or use mode = \"freplace\"")
+
+
+def _verifier_error(ctx: BuildContext, err: KernelError, results) -> Exception:
+    log = err.log or ""
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    tail = "\n".join(lines[-25:])
+    slot_re = re.compile(r"xdph_slot_(\d+)")
+    culprit = None
+    for m in re.finditer(r"Validating (\S+)\(\) func#\d+", log):
+        culprit = m.group(1)
+    if culprit is None:  # fall back to the last slot/prefixed name the log mentions
+        for m in re.finditer(r"\b(xdph_slot_\d+|s\d+_\w+)", log):
+            culprit = m.group(1)
+    entry = None
+    if culprit:
+        m = slot_re.search(culprit) or re.match(r"s(\d+)_", culprit)
+        if m and int(m.group(1)) < len(ctx.chain.entries):
+            entry = ctx.chain.entries[int(m.group(1))]
+    who = "the rootlet"
+    if entry is not None:
+        res = results[list(ctx.chain.entries).index(entry)]
+        who = (f"program {entry.name!r} (function {res.program!r} in "
+               f"{os.path.basename(entry.object)})")
+    plugin = entry.plugin if entry else None
+    m = re.search(r"combined stack size of (\d+) calls is (\d+)", log)
+    if m:
+        return LimitError(f"interface {ctx.interface}: {who} needs too much stack: the chain "
+                          f"uses {m.group(2)} bytes, the kernel allows {MAX_STACK}",
+                          plugin=plugin, detail=tail,
+                          fix="reduce the program's stack use (the rootlet itself uses 32 bytes)")
+    m = re.search(r"tail_calls are not allowed when call stack of previous frames is (\d+)", log)
+    if m:
+        return LimitError(f"interface {ctx.interface}: {who} uses tail calls, which the kernel "
+                          f"allows from a called function only if the frames below use at most "
+                          f"256 bytes of stack (they use {m.group(1)})", plugin=plugin, detail=tail,
+                          fix='use mode = "freplace" for this interface')
+    if "couldn't reuse pinned map" in log or "reuse pinned map" in log:
+        m = re.search(r"map '([^']+)': error reusing pinned map", log) or \
+            re.search(r"couldn't reuse pinned map at '([^']+)'", log)
+        where = m.group(1) if m else "a pinned map"
+        return KernelError(f"interface {ctx.interface}: pinned map {where} does not match the "
+                           "map the object now defines (type, key/value size or max_entries changed)",
+                           errno=err.errno, log=log, plugin=plugin, detail=tail,
+                           fix=f"remove the stale pin under {ctx.paths.pin_root / 'maps'} "
+                               "(its contents are lost) and retry")
+    return VerifierError(f"interface {ctx.interface}: the verifier rejected {who}: "
+                         f"{lines[-1] if lines else err.message}",
+                         errno=err.errno, log=log, plugin=plugin, detail=tail,
+                         fix="fix the program, or leave it out of the chain")
+
+
+def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
+    """Build, load and pre-flight the static chain for ``ctx.chain`` (not attached)."""
+    from ..link.rewrite import rewrite
+
+    timings = {}
+    t0 = time.perf_counter()
+    entries = list(ctx.chain.entries)
+    if len(entries) > MAX_SLOTS:
+        raise LimitError(f"interface {ctx.interface}: {len(entries)} programs, the static "
+                         f"backend supports at most {MAX_SLOTS}",
+                         fix="remove programs or spread them over interfaces")
+    rootlet = rootlet_path(ctx.data_dir, len(entries))
+    work = Path(ctx.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, entry in enumerate(entries):
+        out = work / f"slot{i}-{entry.name}.o"
+        results.append(rewrite(entry.object, str(out), i, entry.program, who=entry.plugin))
+    _check_limits(ctx, results, rootlet)
+    linked = work / "chain.o"
+    try:
+        libbpf.link_objects(str(linked), [str(rootlet)] + [r.path for r in results])
+    except KernelError as e:
+        last = [ln for ln in e.log.splitlines() if ln.strip() and "adding object" not in ln]
+        raise ObjectError(f"interface {ctx.interface}: libbpf's linker refused the chain: "
+                          f"{last[-1].strip() if last else e.message}",
+                          fix="check the objects with bpftool gen object", detail=e.log) from None
+    timings["rewrite_link"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    obj = libbpf.BpfObject(str(linked))
+    ok = False
+    try:
+        for p in obj.programs():
+            if p.name != ROOT_PROG:
+                p.set_autoload(False)
+        # rootlet config in the merged .rodata
+        sec, off = _symbol_offset(str(linked), CONFIG_SYMBOL)
+        cfg = encode_config(entries, ctx.counters)
+        rodata = next((m for m in obj.maps() if m.internal and m.name.endswith(sec)), None)
+        if rodata is None:
+            raise ObjectError(f"linked object has no {sec} map", fix="reinstall xdphooks")
+        init = bytearray(rodata.initial_value())
+        magic = struct.unpack_from("<II", init, off) if len(init) >= off + 8 else (0, 0)
+        if magic != (MAGIC, VERSION):
+            raise ObjectError("rootlet config not found (magic/version mismatch)",
+                              fix="reinstall xdphooks")
+        init[off: off + len(cfg)] = cfg
+        rodata.set_initial_value(bytes(init))
+
+        # persistent maps: one pin per original map name
+        maps_out: dict[str, dict[str, str]] = {}
+        by_name = {m.name: m for m in obj.maps()}
+        for entry, res in zip(entries, results):
+            wanted = set(res.maps.values()) if entry.pin_maps is None else set(entry.pin_maps)
+            unknown = wanted - set(res.maps.values())
+            if unknown:
+                raise ObjectError(f"object {os.path.basename(entry.object)} has no map(s) "
+                                  f"{', '.join(sorted(unknown))} named in pin_maps",
+                                  plugin=entry.plugin,
+                                  fix=f"use some of: {', '.join(sorted(res.maps.values()))}")
+            pins = {}
+            for renamed, orig in res.maps.items():
+                m = by_name.get(renamed)
+                if m is None:
+                    continue
+                if orig in wanted:
+                    path = str(ctx.map_pin_dir(entry.name) / orig)
+                    m.set_pin_path(path)
+                    pins[orig] = path
+                else:
+                    m.set_pin_path(None)  # also overrides LIBBPF_PIN_BY_NAME
+            maps_out[entry.name] = pins
+        for name in ROOT_MAPS:
+            by_name[name].set_pin_path(None)
+        try:
+            obj.load()
+        except KernelError as e:
+            raise _verifier_error(ctx, e, results) from None
+        prog = obj.program(ROOT_PROG)
+        prog_fd = prog.fd
+        info, _ = libbpf.prog_info(prog_fd)
+        timings["load"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        counters_fd, events_fd = by_name["xdph_counters"].fd, by_name["xdph_events"].fd
+        if preflight:
+            preflight_check(ctx, prog_fd, entries)
+            reset_after_preflight(counters_fd, events_fd)
+        timings["preflight"] = time.perf_counter() - t2
+        built = BuiltChain(mode="static", prog_fd=prog_fd,
+                           slot_prog_ids=[info.id] * len(entries), maps=maps_out,
+                           pins={"root": prog_fd, "counters": counters_fd, "events": events_fd},
+                           closers=[obj.close])
+        ok = True
+        last_timings.clear()
+        last_timings.update(timings)
+        return built
+    finally:
+        if not ok:
+            obj.close()
+
+
+def preflight_check(ctx: BuildContext, prog_fd: int, entries) -> dict[str, int]:
+    """Test-run canned packets; refuse a program that fails or returns nonsense."""
+    can_forward_unknown = any(e.policy.decision("unknown") is Decision.RETURN for e in entries)
+    out = {}
+    for name, pkt in canned_packets().items():
+        try:
+            res = libbpf.prog_test_run(prog_fd, pkt)
+        except KernelError as e:
+            raise KernelError(f"interface {ctx.interface}: pre-flight test run ({name} packet) "
+                              f"failed: {e.message}", errno=e.errno, log=e.log,
+                              fix="check the chain's programs with BPF_PROG_TEST_RUN") from None
+        if res.retval > 4 and not can_forward_unknown:
+            raise KernelError(f"interface {ctx.interface}: pre-flight test run ({name} packet) "
+                              f"returned {res.retval}, which no policy allows",
+                              fix="report this as an xdphooks bug")
+        out[name] = res.retval
+    return out
+
+
+def reset_after_preflight(counters_fd: int, events_fd: int) -> None:
+    """Forget what the pre-flight packets left in counters and events."""
+    ncpu = libbpf.num_possible_cpus()
+    zero = bytes(56 * ncpu)
+    for slot in range(MAX_SLOTS):
+        libbpf.map_update(counters_fd, struct.pack("<I", slot), zero)
+    try:
+        from ..counters import read_events
+        read_events(events_fd, limit=1 << 20)
+    except Exception:  # noqa: BLE001 - events are best effort
+        pass
+
+
+__all__ = ["build", "canned_packets", "encode_config", "rootlet_path", "preflight_check",
+           "MAX_SLOTS", "last_timings"]

@@ -1,0 +1,1 @@
+"""Object rewriting and BTF reading for the static linking backend."""

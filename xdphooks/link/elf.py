@@ -1,0 +1,233 @@
+"""Minimal ELF64 little-endian reader/writer for BPF relocatable objects.
+
+Pure Python, stdlib only (struct), so it is cheap to import on the reconcile
+path. Only what BPF objects use: section headers, one string table shared by
+section and symbol names, SYMTAB and REL sections.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from ..errors import ObjectError
+
+EM_BPF = 247
+ET_REL = 1
+SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB = 0, 1, 2, 3
+SHT_RELA, SHT_NOBITS, SHT_REL = 4, 8, 9
+SHT_LLVM_ADDRSIG = 0x6FFF4C03
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
+STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
+SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
+
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+_REL = struct.Struct("<QQ")
+
+
+@dataclass
+class Section:
+    name: str
+    type: int
+    flags: int = 0
+    data: bytes = b""
+    link: int = 0
+    info: int = 0
+    align: int = 1
+    entsize: int = 0
+    index: int = 0  # in the file it was read from
+
+
+@dataclass
+class Symbol:
+    name: str
+    info: int
+    other: int
+    shndx: int
+    value: int
+    size: int
+
+    @property
+    def bind(self) -> int:
+        return self.info >> 4
+
+    @property
+    def type(self) -> int:
+        return self.info & 0xF
+
+    def set(self, bind: int | None = None, type_: int | None = None) -> None:
+        b = self.bind if bind is None else bind
+        t = self.type if type_ is None else type_
+        self.info = (b << 4) | t
+
+
+@dataclass
+class Rel:
+    offset: int
+    sym: int
+    type: int
+
+
+@dataclass
+class Elf:
+    path: str
+    sections: list[Section]
+    flags: int = 0
+    symbols: list[Symbol] = field(default_factory=list)
+    symtab_index: int = 0
+
+    def section(self, name: str) -> Section | None:
+        for s in self.sections:
+            if s.name == name:
+                return s
+        return None
+
+    def by_index(self, idx: int) -> Section:
+        return self.sections[idx]
+
+    def rels(self, sec: Section) -> list[Rel]:
+        return parse_rels(sec.data)
+
+
+def _cstr(blob: bytes, off: int) -> str:
+    end = blob.find(b"\0", off)
+    if end < 0:
+        end = len(blob)
+    return blob[off:end].decode("utf-8", errors="replace")
+
+
+def parse_rels(data: bytes) -> list[Rel]:
+    out = []
+    for off, info in _REL.iter_unpack(data[: len(data) - len(data) % 16]):
+        out.append(Rel(off, info >> 32, info & 0xFFFFFFFF))
+    return out
+
+
+def read_elf(path: str, data: bytes | None = None) -> Elf:
+    """Parse a BPF ELF object; anything malformed raises ObjectError."""
+    try:
+        if data is None:
+            with open(path, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        raise ObjectError(f"cannot read BPF object {path}: {e.strerror}",
+                          fix="check the path in the plugin declaration") from None
+    try:
+        return _parse(path, data)
+    except ObjectError:
+        raise
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as e:
+        raise ObjectError(f"{path} is not a valid ELF object ({e})",
+                          fix="rebuild the object with clang -target bpf") from None
+
+
+def _parse(path: str, data: bytes) -> Elf:
+    if len(data) < 64 or data[:4] != b"\x7fELF":
+        raise ObjectError(f"{path} is not an ELF file", fix="point to a BPF object built with clang -target bpf")
+    if data[4] != 2 or data[5] != 1:
+        raise ObjectError(f"{path} is not a 64-bit little-endian ELF object",
+                          fix="build with clang -target bpfel (or -target bpf on x86/arm64)")
+    (_, e_type, e_machine, _, _, _, e_shoff, e_flags, _, _, _, e_shentsize, e_shnum,
+     e_shstrndx) = _EHDR.unpack_from(data, 0)
+    if e_machine != EM_BPF:
+        raise ObjectError(f"{path} is not a BPF object (e_machine {e_machine})",
+                          fix="build with clang -target bpf")
+    if e_type != ET_REL:
+        raise ObjectError(f"{path} is not a relocatable object (e_type {e_type})",
+                          fix="use the .o produced by clang -c")
+    if e_shentsize != _SHDR.size or e_shoff + e_shnum * _SHDR.size > len(data):
+        raise ObjectError(f"{path} has a truncated section table", fix="rebuild the object")
+    raw = [_SHDR.unpack_from(data, e_shoff + i * _SHDR.size) for i in range(e_shnum)]
+    shstr = b""
+    if 0 < e_shstrndx < e_shnum:
+        h = raw[e_shstrndx]
+        shstr = data[h[4]: h[4] + h[5]]
+    sections = []
+    for i, (name, typ, flags, _addr, off, size, link, info, align, entsize) in enumerate(raw):
+        if typ != SHT_NOBITS and off + size > len(data):
+            raise ObjectError(f"{path}: section {i} extends past the end of the file",
+                              fix="rebuild the object")
+        body = b"" if typ in (SHT_NOBITS, SHT_NULL) else data[off: off + size]
+        sec = Section(_cstr(shstr, name), typ, flags, body, link, info, align, entsize, i)
+        if typ == SHT_NOBITS:
+            sec.data = bytes(0)
+            sec.entsize = entsize
+            sec.info = info
+            sec.__dict__["nobits_size"] = size
+        sections.append(sec)
+    elf = Elf(path, sections, e_flags)
+    for s in sections:
+        if s.type == SHT_SYMTAB:
+            elf.symtab_index = s.index
+            strs = sections[s.link].data if s.link < len(sections) else b""
+            for st_name, st_info, st_other, st_shndx, st_value, st_size in _SYM.iter_unpack(
+                    s.data[: len(s.data) - len(s.data) % _SYM.size]):
+                elf.symbols.append(Symbol(_cstr(strs, st_name), st_info, st_other, st_shndx,
+                                          st_value, st_size))
+            break
+    return elf
+
+
+class StrTab:
+    def __init__(self) -> None:
+        self.blob = bytearray(b"\0")
+        self.index: dict[str, int] = {"": 0}
+
+    def add(self, s: str) -> int:
+        if s not in self.index:
+            self.index[s] = len(self.blob)
+            self.blob += s.encode() + b"\0"
+        return self.index[s]
+
+
+def write_elf(path: str, sections: list[Section], symbols: list[Symbol], flags: int = 0) -> None:
+    """Write ``sections`` (index 0 must be the NULL section; SYMTAB/STRTAB are
+    generated and appended). Symbols' shndx and rel sections' link/info must
+    already use indexes into ``sections``."""
+    strtab = StrTab()
+    symtab_idx = len(sections)
+    strtab_idx = symtab_idx + 1
+    sym_blob = bytearray()
+    nlocal = 0
+    for i, s in enumerate(symbols):
+        if s.bind == STB_LOCAL:
+            nlocal = i + 1
+        sym_blob += _SYM.pack(strtab.add(s.name) if s.name else 0, s.info, s.other, s.shndx,
+                              s.value, s.size)
+    symtab = Section(".symtab", SHT_SYMTAB, 0, bytes(sym_blob), strtab_idx, nlocal, 8, _SYM.size)
+    names = [strtab.add(s.name) for s in sections] + [strtab.add(".symtab"), strtab.add(".strtab")]
+    strsec = Section(".strtab", SHT_STRTAB, 0, bytes(strtab.blob), 0, 0, 1, 0)
+    allsecs = list(sections) + [symtab, strsec]
+    for s in allsecs:
+        if s.type in (SHT_REL, SHT_RELA):
+            s.link = symtab_idx
+    out = bytearray(64)
+    offsets = []
+    for s in allsecs:
+        if s.type in (SHT_NULL, SHT_NOBITS):
+            offsets.append(0 if s.type == SHT_NULL else len(out))
+            continue
+        al = max(s.align, 1)
+        out += b"\0" * (-len(out) % al)
+        offsets.append(len(out))
+        out += s.data
+    out += b"\0" * (-len(out) % 8)
+    shoff = len(out)
+    for s, name, off in zip(allsecs, names, offsets):
+        size = s.__dict__.get("nobits_size", 0) if s.type == SHT_NOBITS else len(s.data)
+        if s.type == SHT_NULL:
+            out += b"\0" * _SHDR.size
+            continue
+        out += _SHDR.pack(name, s.type, s.flags, 0, off, size, s.link, s.info, s.align, s.entsize)
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+    _EHDR.pack_into(out, 0, ident, ET_REL, EM_BPF, 1, 0, 0, shoff, flags, 64, 0, 0,
+                    _SHDR.size, len(allsecs), strtab_idx)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def pack_rels(rels: list[Rel]) -> bytes:
+    return b"".join(_REL.pack(r.offset, (r.sym << 32) | r.type) for r in rels)
