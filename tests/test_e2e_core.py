@@ -167,3 +167,37 @@ def test_non_root_reconcile_refused_status_works(xh, veth, bpf_obj):
     assert s.returncode == 0, s.stderr
     data = json.loads(s.stdout)
     assert data["root"] is False and data["interfaces"][0]["programs"][0]["name"] == "counter"
+
+
+def test_watch_attaches_interfaces_created_later(xh, bpf_obj):
+    """A veth created after the watcher started (inside a namespace) gets its chain."""
+    import subprocess as sp
+    import sys
+    import time
+    import uuid
+
+    from conftest import destroy_veth_pair
+
+    ns = f"xhw{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        xh.add_object(bpf_obj("count_pass"), "count_pass.o")
+        xh.add_plugin("late", PLUGIN.format(name="late", obj="count_pass.o", prio=50,
+                                            iface=f"{ns}/late*"))
+        watcher = sp.Popen([sys.executable, "-m", "xdphooks", "watch", "--seconds", "20"],
+                           env=xh.env, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
+        try:
+            time.sleep(3)  # let it open its sockets
+            sh("ip", "-n", ns, "link", "add", "late0", "type", "veth", "peer", "name", "late1")
+            for _ in range(50):
+                if attached_id(ns, "late0"):
+                    break
+                time.sleep(0.2)
+            assert attached_id(ns, "late0") > 0
+            assert attached_id(ns, "late1") > 0
+        finally:
+            watcher.kill()
+            out, err = watcher.communicate()
+        assert "hotplug: attach" in out, out + err
+    finally:
+        destroy_veth_pair(ns)

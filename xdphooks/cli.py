@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--tcp", metavar="SRC:PORT->DST:PORT")
     src.add_argument("--file", metavar="FILE", help="raw Ethernet frame")
 
+    w = sub.add_parser("watch", help="attach chains to interfaces as they appear "
+                       "(netlink, all namespaces)")
+    w.add_argument("--seconds", type=float, help="stop after this long (default: forever)")
+
     ev = sub.add_parser("events", help="'log' events recorded by the chains")
     ev.add_argument("interface", nargs="?")
     return p
@@ -212,9 +216,16 @@ def cmd_events(args, paths) -> int:
     return status.events_main(args, paths)
 
 
+def cmd_watch(args, paths) -> int:
+    from . import watch
+
+    return watch.main(args, paths)
+
+
 COMMANDS = {
     "reconcile": cmd_reconcile, "plan": cmd_plan, "status": cmd_status,
     "teardown": cmd_teardown, "doctor": cmd_doctor, "trace": cmd_trace, "events": cmd_events,
+    "watch": cmd_watch,
 }
 
 if __name__ == "__main__":  # pragma: no cover
