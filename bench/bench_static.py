@@ -6,7 +6,15 @@ Ethernet header and read the EtherType):
   static      rootlet + N rewritten components linked into one program (counters off)
   static+cnt  same, counters on
   mono        one hand-written program doing the N checks inline
-  tailcall    N programs chained with bpf_tail_call
+  tailcall    N programs chained with bpf_tail_call (the kernel stops a chain after
+              33 tail calls, so N=64 really runs 34 programs)
+  calls       floor for any call-based chain: a minimal hand-built 2-object
+              rootlet (libbpf linker) that only does `r = slot_i(ctx); if (r !=
+              XDP_PASS) return r;` per slot -- no config, no policy, no counters.
+              On hosts with return-thunk mitigations (SRSO Safe RET, retbleed;
+              see /sys/devices/system/cpu/vulnerabilities) every BPF-to-BPF
+              `ret` goes through the thunk, which costs several ns; the static
+              backend cannot be cheaper than this column.
 Rounds interleave the variants; we report medians and min-max of the per-round
 averages (each a TEST_RUN with `repeat` iterations, 10^6 by default).
 Needs root, clang (to build the bench objects) and a private bpffs (mounted here).
@@ -73,6 +81,29 @@ struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 65);
 %s
 char _license[] SEC("license") = "GPL";
 """ % (WORK, " ".join(f"P({i})" for i in range(64)))
+SLOTS64 = " ".join(f"X({i})" for i in range(64))
+CALL_ROOT = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#define X(n) extern int fslot_##n(struct xdp_md *ctx);
+%s
+#undef X
+SEC("xdp") int call_root(struct xdp_md *ctx)
+{
+	int r;
+#define X(n) if (n < NCOMP) { r = fslot_##n(ctx); if (r != XDP_PASS) return r; }
+	%s
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+""" % (SLOTS64, SLOTS64)
+CALL_SLOTS = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+%s
+#define X(n) __attribute__((noinline)) int fslot_##n(struct xdp_md *ctx) { return work(ctx); }
+%s
+char _license[] SEC("license") = "GPL";
+""" % (WORK, SLOTS64)
+VARIANTS = ("static", "static+cnt", "mono", "tailcall", "calls")
 
 
 def cc(src: str, out: Path, *defs: str) -> Path:
@@ -93,6 +124,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xh-bench-"))
     comp = cc(COMPONENT, tmp / "comp.o")
     tail = cc(TAIL, tmp / "tail.o")
+    call_slots = cc(CALL_SLOTS, tmp / "call_slots.o")
     pkt = static.ipv4(17, static.udp(40000, 53))
     results: dict[tuple[str, int], list[float]] = {}
     cp: dict[int, dict[str, list[float]]] = {}
@@ -121,6 +153,13 @@ def main() -> None:
                 libbpf.map_update(jmp, i.to_bytes(4, "little"),
                                   t.program(f"tc_{i}").fd.to_bytes(4, "little"))
             fds[("tailcall", n)] = t.program("tc_0").fd
+            linked = tmp / f"calls{n}.o"
+            libbpf.link_objects(str(linked), [str(cc(CALL_ROOT, tmp / f"call_root{n}.o",
+                                                     f"-DNCOMP={n}")), str(call_slots)])
+            c = libbpf.BpfObject(str(linked))
+            c.load()
+            keep.append(c)
+            fds[("calls", n)] = c.program("call_root").fd
         for _ in range(args.rounds):
             for key, fd in fds.items():
                 r = libbpf.prog_test_run(fd, pkt, repeat=args.repeat)
@@ -138,16 +177,16 @@ def main() -> None:
 
     print(f"# ns/packet, BPF_PROG_TEST_RUN repeat={args.repeat}, {args.rounds} interleaved "
           f"rounds, median (min-max)")
-    print(f"{'N':>3} | {'static':>14} | {'static+cnt':>14} | {'mono':>14} | {'tailcall':>14} |"
-          f" {'static/mono':>11} | {'static/tail':>11} | ns/extra prog static, +cnt, mono, tail")
+    print(f"{'N':>3} | " + " | ".join(f"{v:>14}" for v in VARIANTS)
+          + f" | {'static/mono':>11} | {'static/tail':>11} | ns/extra prog "
+          + ", ".join(VARIANTS))
     base = ns[0]
     for n in ns:
         extra = []
-        for v in ("static", "static+cnt", "mono", "tailcall"):
+        for v in VARIANTS:
             extra.append("-" if n == base else
                          f"{(med(v, n) - med(v, base)) / (n - base):.2f}")
-        print(f"{n:>3} | " + " | ".join(f"{med(v, n):>5} ({rng(v, n):>7})"
-                                        for v in ("static", "static+cnt", "mono", "tailcall"))
+        print(f"{n:>3} | " + " | ".join(f"{med(v, n):>5} ({rng(v, n):>7})" for v in VARIANTS)
               + f" | {med('static', n) / max(med('mono', n), 1):>11.2f}"
               + f" | {med('static', n) / max(med('tailcall', n), 1):>11.2f} | " + ", ".join(extra))
     print()

@@ -65,38 +65,43 @@ static __attribute__((noinline)) void xdph_log(__u32 slot, __u32 ret, __u32 ifin
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __attribute__((noinline)) void xdph_count(__u32 slot, __u32 idx)
+/* Per-slot epilogue, inlined into the root for each slot. Returns 1 if the
+ * chain ends with `ret`.
+ *
+ * Cost matters here: every slot is a real BPF-to-BPF call and on hosts with
+ * return-thunk mitigations (SRSO "Safe RET", retbleed) every `ret` is an
+ * expensive, deliberately mispredicted return, so nothing in this path may add
+ * another call (the counter update used to be a noinline function: one more
+ * call+ret per slot). The policy is one table load indexed by the verdict
+ * (policy index order == XDP action values, anything else is "unknown")
+ * instead of a switch that clang turned into a compare chain with a
+ * re-materialised rodata address per arm; the common "continue" case is a
+ * single compare. `slot` is a constant after inlining, so the counters key is
+ * a constant and the verifier inlines the PERCPU_ARRAY lookup. */
+static __always_inline int xdph_handle(const __u32 slot, __u32 ret, struct xdp_md *ctx,
+				       const int counters)
 {
-	struct xdphooks_slot_stats *st;
-
-	/* keep the bounds check below: clang knows every caller passes idx < 6
-	 * and would drop it, but the verifier needs it */
-	asm volatile("" : "+r"(idx));
-	st = bpf_map_lookup_elem(&xdph_counters, &slot);
-	if (!st)
-		return;
-	st->packets++;
-	if (idx < XDPH_NR_POLICY)
-		st->verdicts[idx]++;
-}
-
-/* Returns 1 if the chain ends with `ret`. `slot` is a constant after inlining,
- * so every xdph_config read below is a constant the verifier knows. */
-static __always_inline int xdph_handle(const __u32 slot, __u32 ret, struct xdp_md *ctx)
-{
-	__u32 idx;
+	__u64 idx = ret;
 	__u8 d;
 
-	switch (ret) {
-	case XDP_ABORTED: idx = XDPH_POL_ABORTED; d = xdph_config.policy[slot][XDPH_POL_ABORTED]; break;
-	case XDP_DROP: idx = XDPH_POL_DROP; d = xdph_config.policy[slot][XDPH_POL_DROP]; break;
-	case XDP_PASS: idx = XDPH_POL_PASS; d = xdph_config.policy[slot][XDPH_POL_PASS]; break;
-	case XDP_TX: idx = XDPH_POL_TX; d = xdph_config.policy[slot][XDPH_POL_TX]; break;
-	case XDP_REDIRECT: idx = XDPH_POL_REDIRECT; d = xdph_config.policy[slot][XDPH_POL_REDIRECT]; break;
-	default: idx = XDPH_POL_UNKNOWN; d = xdph_config.policy[slot][XDPH_POL_UNKNOWN]; break;
+	/* idx = min((u32)ret, XDPH_POL_UNKNOWN), written in asm so that clang
+	 * cannot split the clamp from the value used below (it did, leaving the
+	 * verifier an unbounded index) */
+	asm volatile("if %[i] <= 5 goto +1; %[i] = 5"
+		     : [i] "+r"(idx));
+	if (counters) {
+		struct xdphooks_slot_stats *st;
+		__u32 key = slot;
+
+		st = bpf_map_lookup_elem(&xdph_counters, &key);
+		if (st) {
+			st->packets++;
+			st->verdicts[idx]++;
+		}
 	}
-	if (xdph_config.counters_enabled)
-		xdph_count(slot, idx);
+	d = xdph_config.policy[slot][idx];
+	if (__builtin_expect(d == XDPH_CONTINUE, 1))
+		return 0;
 	if (d == XDPH_RETURN)
 		return 1;
 	if (d == XDPH_LOG && xdph_config.events_enabled)
@@ -104,20 +109,44 @@ static __always_inline int xdph_handle(const __u32 slot, __u32 ret, struct xdp_m
 	return 0;
 }
 
+/* End of the chain before slot n: a block that differs per n (clang cannot
+ * merge them), so for n < nr_slots the verifier sees the branch to it never
+ * taken and removes both the branch and the block. */
+#define XDPH_END(n)                                                            \
+	({                                                                     \
+		int __r;                                                       \
+		asm volatile("%[r] = %[k]; %[r] = 2" : [r] "=r"(__r) : [k] "i"(n)); \
+		__r;                                                           \
+	})
+
 SEC("xdp")
 int xdphooks_root(struct xdp_md *ctx)
 {
+	/* nr_slots is read once: the verifier knows its value in the register,
+	 * so every per-slot "n >= nr" test is decided at load time */
+	__u32 nr = xdph_config.nr_slots;
 	__u32 ret;
 
+	/* Two copies of the chain, with and without counters: the verifier
+	 * keeps only the configured one, so the other switch costs nothing at
+	 * run time (no per-slot load of counters_enabled). */
 #define X(n)                                                                   \
 	if ((n) < XDPH_CAPACITY) {                                             \
-		if ((n) >= xdph_config.nr_slots)                               \
-			return XDP_PASS;                                       \
+		if ((n) >= nr)                                                 \
+			return XDPH_END(n);                                    \
 		ret = xdph_slot_##n(ctx);                                      \
-		if (xdph_handle((n), ret, ctx))                                \
+		if (xdph_handle((n), ret, ctx, XDPH_CNT))                      \
 			return ret;                                            \
 	}
-	XDPH_SLOTS(X)
+	if (xdph_config.counters_enabled) {
+#define XDPH_CNT 1
+		XDPH_SLOTS(X)
+#undef XDPH_CNT
+	} else {
+#define XDPH_CNT 0
+		XDPH_SLOTS(X)
+#undef XDPH_CNT
+	}
 #undef X
 	return XDP_PASS;
 }
