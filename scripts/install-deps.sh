@@ -12,7 +12,7 @@ APT_PACKAGES=(
   # the installed framework runs on Debian's python3 with these
   python3 python3-pluggy python3-filelock python3-pyroute2
   # real-kernel VM for the freplace backend (this host's kernel refuses freplace)
-  qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64
+  qemu-system-x86 busybox-static linux-image-amd64 linux-image-6.12-amd64
   # stat tools used in the docs' examples
   jq
 )

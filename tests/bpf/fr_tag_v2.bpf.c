@@ -39,10 +39,15 @@ int fr_tag(struct xdp_md *ctx)
 
 	if (hits)
 		__sync_fetch_and_add(hits, 1000);
-	if (p + 129 <= (__u8 *)end && cfg) {
+	if (p + 1 <= (__u8 *)end && cfg) {
+		__u8 *slot;
+
 		n = p[0] & 0x7f;
-		p[1 + n] = (__u8)cfg->tag;
-		p[0] = n + 1;
+		slot = p + 1 + n;
+		if (slot + 1 <= (__u8 *)end) {
+			*slot = (__u8)cfg->tag;
+			p[0] = n + 1;
+		}
 	}
 	if (cfg && cfg->verdict_plus1)
 		return cfg->verdict_plus1 - 1;

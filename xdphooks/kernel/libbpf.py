@@ -46,8 +46,10 @@ _log: list[str] = []
 def _print_cb(level: int, fmt: bytes, args: int) -> int:
     # va_list is an array type on x86-64/arm64, so it arrives as a pointer
     # that vsnprintf can consume directly.
-    buf = ctypes.create_string_buffer(4096)
-    _libc.vsnprintf(buf, 4096, fmt, args)
+    # va_list can be consumed only once, so no size probe: one buffer large enough
+    # for a verifier log line dump (libbpf prints the whole log in one message).
+    buf = ctypes.create_string_buffer(1 << 20)
+    _libc.vsnprintf(buf, 1 << 20, fmt, args)
     _log.append(buf.value.decode(errors="replace"))
     return 0
 

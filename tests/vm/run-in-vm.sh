@@ -1,0 +1,126 @@
+#!/bin/bash
+# Run xdphooks' VM test suite (pytest -m vm) under a real Debian kernel with
+# virtme-ng, because the host kernel may refuse freplace (BPF_PROG_TYPE_EXT).
+#
+#   tests/vm/run-in-vm.sh KERNEL [-- PYTEST_ARGS...]
+#   tests/vm/run-in-vm.sh KERNEL --cmd 'SHELL COMMAND'   (e.g. the benchmark)
+#
+# KERNEL: 6.1 (package linux-image-amd64, bookworm) | 6.12 (linux-image-6.12-amd64)
+#         | a path to a vmlinuz.
+# Installs the kernel, qemu, busybox-static and virtme-ng when missing (needs
+# root). Exit status: pytest's (or the command's); 90 when the VM could not be
+# started or did not report back -- never a silent skip.
+#
+# Environment: XDPHOOKS_VM_TIMEOUT (seconds, default 1500), XDPHOOKS_VM_MEMORY
+# (default 2G), XDPHOOKS_VM_CPUS (default 2), PYTHON (default repo .venv).
+set -uo pipefail
+
+die() { echo "run-in-vm: FATAL: $*" >&2; exit 90; }
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=$(command -v python3)
+TIMEOUT=${XDPHOOKS_VM_TIMEOUT:-1500}
+MEMORY=${XDPHOOKS_VM_MEMORY:-2G}
+CPUS=${XDPHOOKS_VM_CPUS:-2}
+
+[ $# -ge 1 ] || die "usage: $0 KERNEL [-- PYTEST_ARGS...] | KERNEL --cmd 'COMMAND'"
+FLAVOUR=$1; shift
+MODE=pytest; CMD=""
+if [ "${1:-}" = "--cmd" ]; then MODE=cmd; CMD=${2:?--cmd needs a command}; shift 2
+elif [ "${1:-}" = "--" ]; then shift; fi
+PYTEST_ARGS=("$@")
+
+apt_install() {
+    [ "$(id -u)" = 0 ] || die "need root to install $* (apt-get)"
+    echo "run-in-vm: installing $*" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 "$@" >&2 \
+        || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+             -o DPkg::Lock::Timeout=600 "$@" >&2; } || die "apt-get install $* failed"
+}
+
+find_kernel() {  # $1: version prefix -> newest matching /boot/vmlinuz-*
+    ls -1 /boot/vmlinuz-"$1"[.-]* 2>/dev/null | sort -V | tail -1
+}
+
+case "$FLAVOUR" in
+    6.1|amd64|linux-image-amd64) PREFIX=6.1; PKG=linux-image-amd64 ;;
+    6.12|linux-image-6.12-amd64) PREFIX=6.12; PKG=linux-image-6.12-amd64 ;;
+    /*) PREFIX=""; PKG="" ;;
+    *) die "unknown kernel flavour '$FLAVOUR' (use 6.1, 6.12 or a vmlinuz path)" ;;
+esac
+if [ -n "$PREFIX" ]; then
+    KERNEL=$(find_kernel "$PREFIX")
+    if [ -z "$KERNEL" ]; then apt_install "$PKG"; KERNEL=$(find_kernel "$PREFIX"); fi
+else
+    KERNEL=$FLAVOUR
+fi
+[ -n "$KERNEL" ] && [ -r "$KERNEL" ] || die "no readable kernel image for '$FLAVOUR' in /boot"
+
+command -v qemu-system-x86_64 >/dev/null || apt_install qemu-system-x86
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static \
+    || dpkg -s busybox-static >/dev/null 2>&1 || apt_install busybox-static
+VNG=$(dirname "$PYTHON")/vng
+if [ ! -x "$VNG" ]; then
+    VNG=$(command -v vng || true)
+fi
+if [ -z "$VNG" ]; then
+    echo "run-in-vm: installing virtme-ng" >&2
+    "$PYTHON" -m pip install -q virtme-ng >&2 || die "pip install virtme-ng failed"
+    VNG=$(dirname "$PYTHON")/vng
+fi
+[ -x "$VNG" ] || die "vng not found"
+# vng runs virtme-run from PATH
+export PATH="$(dirname "$VNG"):$PATH"
+
+# Build on the host what the guest would otherwise compile slowly under emulation.
+( cd "$REPO" && make -s -f bpf/dispatcher.mk dispatcher >&2 ) || die "building the dispatcher failed"
+( cd "$REPO" && "$PYTHON" - >&2 <<'EOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from conftest import build_test_object
+for src in sorted(Path("tests/bpf").glob("*.bpf.c")):
+    try:
+        build_test_object(src.name[: -len(".bpf.c")])
+    except Exception as e:  # a broken test object fails its own test, not the VM
+        print(f"run-in-vm: could not prebuild {src}: {e}", file=sys.stderr)
+EOF
+) || die "prebuilding test objects failed"
+
+OUT=$(mktemp -d /tmp/xdphooks-vm.XXXXXX) || die "mktemp failed"
+trap 'rm -rf "$OUT"' EXIT
+GUEST=$OUT/guest.sh
+{
+    echo '#!/bin/bash'
+    echo "set -u"
+    echo "echo started > $OUT/started"
+    echo "cd $(printf %q "$REPO")"
+    echo 'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || { echo "guest: cannot mount bpffs"; echo 91 > '"$OUT"'/rc; exit 91; }'
+    echo 'ip netns add xhvmcheck && ip netns del xhvmcheck || { echo "guest: ip netns does not work"; echo 92 > '"$OUT"'/rc; exit 92; }'
+    echo 'export XDPHOOKS_IN_VM=1 XDPHOOKS_REQUIRE_KERNEL=1 PYTHONDONTWRITEBYTECODE=1'
+    echo 'echo "guest: kernel $(uname -r), $(nproc) cpus"'
+    if [ "$MODE" = pytest ]; then
+        printf '%q -m pytest -p no:cacheprovider -m vm' "$PYTHON"
+        printf ' %q' "${PYTEST_ARGS[@]}"
+        echo
+    else
+        echo "$CMD"
+    fi
+    echo "rc=\$?; echo \$rc > $OUT/rc; exit \$rc"
+} > "$GUEST"
+chmod +x "$GUEST"
+
+echo "run-in-vm: booting $KERNEL (no KVM: software emulation, be patient)" >&2
+START=$(date +%s)
+# --overlay-rwdir: the guest may write in the repo (build/, caches); the host's copy stays untouched.
+timeout --kill-after=30 "$TIMEOUT" "$VNG" -r "$KERNEL" --disable-kvm --memory "$MEMORY" \
+    --cpus "$CPUS" --overlay-rwdir "$REPO" --rwdir "$OUT" --cwd "$REPO" -- "$GUEST" </dev/null
+VRC=$?
+END=$(date +%s)
+echo "run-in-vm: VM ($KERNEL) exited $VRC after $((END - START)) s" >&2
+
+[ -f "$OUT/started" ] || die "the VM did not start (vng exit $VRC); see the output above"
+[ -f "$OUT/rc" ] || die "the VM started but the guest script did not finish (vng exit $VRC; timeout ${TIMEOUT}s?)"
+RC=$(cat "$OUT/rc")
+exit "$RC"

@@ -1,0 +1,268 @@
+"""Dynamic backend: a dispatcher whose slots are replaced by the components.
+
+The dispatcher (``bpf/dispatcher.bpf.c``, shipped as
+``data/dispatcher-<N>.o``) calls ``slot0 .. slot<n-1>`` and applies each
+slot's verdict policy from its read-only config. Every component is loaded
+*unmodified* as ``BPF_PROG_TYPE_EXT`` against its slot and linked there
+(freplace). On a rebuild, components whose object did not change are not
+reloaded: their pinned program from the previous generation gets a second
+link, to the new dispatcher (freplace multi-attach, kernel >= 5.10), so their
+maps and state carry over untouched; an upgraded component is loaded fresh
+into its slot, reusing its pinned maps. The coordinator pins what
+``BuiltChain.pins`` lists and swaps the root program atomically.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+import struct
+from pathlib import Path
+
+from ..errors import KernelError, LimitError, ObjectError, VerifierError
+from ..kernel import libbpf
+from ..model import ChainEntry
+from .base import BuildContext, BuiltChain, close_fd
+from .preflight import preflight
+
+MODE = "freplace"
+MAGIC = 0x58445048
+CONFIG_VERSION = 1
+MAX_SLOTS_ABI = 128  # XDPHOOKS_MAX_SLOTS: size of the policy table in the config
+NR_POLICY = 6
+DISPATCHER_PROG = "xdph_dispatcher"
+COUNTERS_MAP, EVENTS_MAP = "xdph_counters", "xdph_events"
+#: what an unreplaced stub returns; a chain that returns it was not linked
+STUB_RETVAL = 31
+_DISPATCHER_RE = re.compile(r"^dispatcher-(\d+)\.o$")
+
+
+def slot_name(i: int) -> str:
+    return f"slot{i}"
+
+
+def dispatcher_sizes(data_dir: Path) -> list[int]:
+    """Slot counts of the shipped dispatchers, ascending."""
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
+        return []
+    return sorted(int(m.group(1)) for m in map(_DISPATCHER_RE.match, names) if m)
+
+
+def pick_dispatcher(data_dir: Path, nr: int) -> Path:
+    """The smallest shipped dispatcher with at least ``nr`` slots."""
+    sizes = dispatcher_sizes(data_dir)
+    if not sizes:
+        raise ObjectError(f"no freplace dispatcher in {data_dir}",
+                          fix="reinstall xdphooks (its data/dispatcher-*.o are missing)")
+    for n in sizes:
+        if n >= nr:
+            return data_dir / f"dispatcher-{n}.o"
+    raise LimitError(f"a chain of {nr} programs exceeds the largest dispatcher "
+                     f"({sizes[-1]} slots)", fix="use mode = \"static\" or remove programs")
+
+
+def config_blob(template: bytes, entries: list[ChainEntry] | list[list[int]],
+                counters: bool = True, events: bool = True) -> bytes:
+    """Patch the dispatcher's rodata: nr_slots, switches and the policy table.
+
+    ``entries`` are chain entries, or directly lists of six decision codes.
+    """
+    head = struct.pack("<II", MAGIC, CONFIG_VERSION)
+    off = template.find(head)
+    while off >= 0 and off % 4:
+        off = template.find(head, off + 1)
+    if off < 0:
+        raise ObjectError("dispatcher object has no xdphooks config (magic not found)")
+    buf = bytearray(template)
+    struct.pack_into("<III", buf, off + 8, len(entries), int(counters), int(events))
+    table = off + 20
+    if table + MAX_SLOTS_ABI * NR_POLICY > len(buf):
+        raise ObjectError("dispatcher config is shorter than the ABI says")
+    for i, e in enumerate(entries):
+        codes = e if isinstance(e, list) else e.policy.codes()
+        buf[table + i * NR_POLICY: table + (i + 1) * NR_POLICY] = bytes(codes)
+    return bytes(buf)
+
+
+def _rodata(obj: libbpf.BpfObject) -> libbpf.Map:
+    for m in obj.maps():
+        if m.internal and m.name.endswith(".rodata"):
+            return m
+    raise ObjectError(f"{obj.path} has no .rodata")
+
+
+def load_dispatcher(path: Path, policies: list, counters: bool = True,
+                    events: bool = True) -> tuple[int, int, int]:
+    """Load a dispatcher with its config; returns (prog fd, counters fd, events fd)."""
+    obj = libbpf.BpfObject(str(path))
+    try:
+        for p in obj.programs():
+            p.set_autoload(p.name == DISPATCHER_PROG)
+        ro = _rodata(obj)
+        ro.set_initial_value(config_blob(ro.initial_value(), policies, counters, events))
+        obj.load()
+        prog = obj.program(DISPATCHER_PROG)
+        fds = (os.dup(prog.fd), os.dup(obj.map(COUNTERS_MAP).fd), os.dup(obj.map(EVENTS_MAP).fd))
+        return fds
+    finally:
+        obj.close()
+
+
+def _tail(log: str, n: int = 8) -> str:
+    return "\n".join(log.strip().splitlines()[-n:])
+
+
+def _pick_program(obj: libbpf.BpfObject, entry: ChainEntry) -> libbpf.Program:
+    if entry.program:
+        return obj.program(entry.program)
+    xdp = [p for p in obj.programs() if p.type == libbpf.BPF_PROG_TYPE_XDP]
+    if len(xdp) != 1:
+        raise ObjectError(f"{entry.object} has {len(xdp)} XDP programs",
+                          plugin=entry.plugin, fix="name one with program = ...")
+    return xdp[0]
+
+
+def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int,
+                    slot: int) -> tuple[int, int, dict[str, str]]:
+    """Load ``entry`` fresh as an extension of ``slot``; returns (prog fd, link fd, maps)."""
+    try:
+        obj = libbpf.BpfObject(entry.object)
+    except KernelError as e:
+        raise ObjectError(f"{entry.name}: cannot open {entry.object}: {e.message}",
+                          plugin=entry.plugin) from None
+    try:
+        prog = _pick_program(obj, entry)
+        for p in obj.programs():
+            p.set_autoload(p.ptr == prog.ptr)
+        prog.set_type(libbpf.BPF_PROG_TYPE_EXT)
+        prog.set_expected_attach_type(0)
+        prog.set_attach_target(disp_fd, slot_name(slot))
+        maps: dict[str, str] = {}
+        names = {m.name for m in obj.maps() if not m.internal}
+        unknown = set(entry.pin_maps or ()) - names
+        if unknown:
+            raise ObjectError(f"object {os.path.basename(entry.object)} has no map(s) "
+                              f"{', '.join(sorted(unknown))} named in pin_maps",
+                              plugin=entry.plugin, fix=f"use some of: {', '.join(sorted(names))}")
+        for m in obj.maps():
+            if m.internal:
+                continue
+            if entry.pin_maps is not None and m.name not in entry.pin_maps:
+                m.set_pin_path(None)  # also overrides LIBBPF_PIN_BY_NAME
+                continue
+            path = str(ctx.map_pin_dir(entry.name) / m.name)
+            m.set_pin_path(path)
+            maps[m.name] = path
+        try:
+            obj.load()
+        except KernelError as e:
+            log = e.log or ""
+            if "couldn't reuse pinned map" in log or "incompatible" in log:
+                raise ObjectError(f"{entry.name}: a pinned map no longer matches the new "
+                                  f"object ({e.message})", plugin=entry.plugin,
+                                  detail=_tail(log),
+                                  fix=f"remove the stale pins under {ctx.map_pin_dir(entry.name)} "
+                                      "(their contents are lost)") from None
+            raise VerifierError(f"{entry.name}: the kernel refused {prog.name} as an extension "
+                                f"of {slot_name(slot)} ({e.message})", plugin=entry.plugin,
+                                errno=e.errno, log=log, detail=_tail(log),
+                                fix="fix the program (see the verifier's last lines; it must be "
+                                    "int f(struct xdp_md *) built with BTF, clang -g) and "
+                                    "rebuild the object") from None
+        link = prog.attach_freplace(disp_fd, slot_name(slot))
+        try:
+            link_fd = os.dup(link.fd)
+        finally:
+            link.destroy()
+        return os.dup(prog.fd), link_fd, maps
+    finally:
+        obj.close()
+
+
+def _reuse_component(ctx: BuildContext, entry: ChainEntry, prev_pin: Path, disp_fd: int,
+                     slot: int) -> tuple[int, int, dict[str, str]]:
+    """Link the previous generation's program (same object) into the new dispatcher."""
+    prog_fd = libbpf.obj_get(str(prev_pin))
+    try:
+        link_fd = libbpf.freplace_link_create(prog_fd, disp_fd, slot_name(slot))
+    except BaseException:
+        os.close(prog_fd)
+        raise
+    pin_dir = ctx.paths.map_pin_dir(entry.name)
+    maps = {}
+    if entry.pin_maps is None or entry.pin_maps:
+        try:
+            for name in sorted(os.listdir(pin_dir)):
+                if entry.pin_maps is None or name in entry.pin_maps:
+                    maps[name] = str(pin_dir / name)
+        except OSError:
+            pass
+    return prog_fd, link_fd, maps
+
+
+def build(ctx: BuildContext) -> BuiltChain:
+    entries = list(ctx.chain.entries)
+    if not entries:
+        raise ObjectError("an empty chain has nothing to build")
+    disp_path = pick_dispatcher(Path(ctx.data_dir), len(entries))
+    built = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={})
+    try:
+        disp_fd, cnt_fd, ev_fd = load_dispatcher(disp_path, entries, counters=ctx.counters)
+        for fd in (disp_fd, cnt_fd, ev_fd):
+            built.closers.append(close_fd(fd))
+        built.prog_fd = disp_fd
+        built.pins = {"root": disp_fd, "counters": cnt_fd, "events": ev_fd}
+        prev = ctx.previous
+        for i, entry in enumerate(entries):
+            prev_pin = prev.gen_dir / f"prog-{entry.name}" if prev else None
+            reuse = (prev is not None and bool(entry.digest)
+                     and prev.digests.get(entry.name) == entry.digest
+                     and prev_pin is not None and prev_pin.exists())
+            if reuse:
+                try:
+                    prog_fd, link_fd, maps = _reuse_component(ctx, entry, prev_pin, disp_fd, i)
+                except KernelError:
+                    # e.g. a kernel without freplace multi-attach: load it afresh
+                    reuse = False
+            if not reuse:
+                prog_fd, link_fd, maps = _load_component(ctx, entry, disp_fd, i)
+            built.closers.append(close_fd(prog_fd))
+            built.closers.append(close_fd(link_fd))
+            built.pins[f"prog-{entry.name}"] = prog_fd
+            built.pins[f"link-{entry.name}"] = link_fd
+            built.maps[entry.name] = maps
+            built.slot_prog_ids.append(libbpf.prog_info(prog_fd)[0].id)
+        _preflight(ctx, built, ev_fd, cnt_fd)
+        return built
+    except BaseException:
+        built.close()
+        raise
+
+
+def _preflight(ctx: BuildContext, built: BuiltChain, ev_fd: int, cnt_fd: int) -> None:
+    verdicts = preflight(ctx, built)
+    if any(v == STUB_RETVAL for v in verdicts.values()):
+        raise KernelError(f"pre-flight of the new chain for {ctx.interface}: a dispatcher "
+                          f"slot ran unreplaced (verdicts {verdicts})", errno=_errno.EINVAL,
+                          fix="the old chain keeps running; report this as a bug")
+    # The canned packets are not traffic: forget what they did to the
+    # dispatcher's own counters and events.
+    zero_counters(cnt_fd)
+    try:
+        from ..counters import read_events
+
+        read_events(ev_fd, limit=1 << 20)
+    except Exception:  # noqa: BLE001 - events are best effort
+        pass
+
+
+COUNTER_VALUE_SIZE = 8 * (1 + NR_POLICY)
+
+
+def zero_counters(cnt_fd: int, slots: int = MAX_SLOTS_ABI) -> None:
+    zero = bytes(COUNTER_VALUE_SIZE * libbpf.num_possible_cpus())
+    for i in range(slots):
+        libbpf.map_update(cnt_fd, struct.pack("<I", i), zero)

@@ -1,0 +1,107 @@
+"""Can this kernel run the dynamic (freplace) backend?
+
+Loads the smallest shipped dispatcher plus a tiny extension program into its
+first slot, links it and test-runs the result. The answer is cached per boot
+(keyed by ``/proc/sys/kernel/random/boot_id``) in ``<run dir>/probe.json``, so
+``mode = "auto"`` costs one probe per boot. Never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+CACHE_NAME = "probe.json"
+PROBE_PROG = "xdph_probe_ext"
+XDP_TX = 3
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _data_dir() -> Path:
+    return Path(__file__).resolve().parent / "data"
+
+
+def _try(data_dir: Path) -> tuple[bool, str]:
+    from .backends import freplace
+    from .kernel import libbpf
+
+    disp_path = freplace.pick_dispatcher(data_dir, 1)
+    fds: list[int] = []
+    try:
+        disp_fd, cnt_fd, ev_fd = freplace.load_dispatcher(
+            disp_path, [[1, 1, 0, 1, 1, 1]], counters=False, events=False)
+        fds += [disp_fd, cnt_fd, ev_fd]
+        obj = libbpf.BpfObject(str(disp_path))
+        try:
+            for p in obj.programs():
+                p.set_autoload(p.name == PROBE_PROG)
+            prog = obj.program(PROBE_PROG)
+            prog.set_type(libbpf.BPF_PROG_TYPE_EXT)
+            prog.set_expected_attach_type(0)
+            prog.set_attach_target(disp_fd, freplace.slot_name(0))
+            obj.load()
+            link = prog.attach_freplace(disp_fd, freplace.slot_name(0))
+            fds.append(os.dup(link.fd))
+            link.destroy()
+            ext_fd = os.dup(prog.fd)
+            fds.append(ext_fd)
+        finally:
+            obj.close()
+        ret = libbpf.prog_test_run(disp_fd, b"\x02" * 12 + b"\x08\x00" + b"\x45" + b"\0" * 49).retval
+        if ret != XDP_TX:
+            return False, f"dispatcher returned {ret} instead of XDP_TX: extension not in effect"
+        # multi-attach (what a rebuild relies on): link the same program again
+        disp2, c2, e2 = freplace.load_dispatcher(disp_path, [[1, 1, 0, 1, 1, 1]],
+                                                 counters=False, events=False)
+        fds += [disp2, c2, e2]
+        try:
+            fds.append(libbpf.freplace_link_create(ext_fd, disp2, freplace.slot_name(0)))
+        except Exception as e:  # noqa: BLE001
+            return True, f"freplace works; multi-attach does not ({e}): rebuilds reload programs"
+        return True, f"freplace works on {platform.release()}"
+    finally:
+        for fd in reversed(fds):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def probe_freplace(cache_dir: Path, data_dir: Path | None = None,
+                   use_cache: bool = True) -> tuple[bool, str]:
+    """(works, reason). ``cache_dir`` is the run dir, e.g. ``<root>/run/xdphooks``."""
+    boot = _boot_id()
+    cache = Path(cache_dir) / CACHE_NAME
+    if use_cache and boot:
+        try:
+            data = json.loads(cache.read_text())
+            if data.get("boot_id") == boot and isinstance(data.get("works"), bool):
+                return data["works"], str(data.get("reason", ""))
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        works, reason = _try(Path(data_dir) if data_dir else _data_dir())
+    except Exception as e:  # noqa: BLE001 - a probe reports, it never raises
+        msg = getattr(e, "message", None) or str(e) or type(e).__name__
+        log = getattr(e, "log", "") or ""
+        last = [ln for ln in log.strip().splitlines() if ln.strip()][-1:] if log else []
+        works, reason = False, f"freplace unavailable on {platform.release()}: {msg}" + (
+            f" ({last[0].strip()})" if last else "")
+    if boot:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{CACHE_NAME}.{os.getpid()}")
+            tmp.write_text(json.dumps({"boot_id": boot, "works": works, "reason": reason,
+                                       "kernel": platform.release()}))
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return works, reason
