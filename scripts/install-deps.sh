@@ -8,7 +8,7 @@ APT_PACKAGES=(
   # BPF toolchain and kernel tools
   clang llvm libbpf-dev bpftool xdp-tools iproute2 iputils-ping util-linux procps kmod
   # package managers exercised for real by the tests and the demo
-  rpm dnf python3-rpm python3-dnf dpkg-dev debhelper fakeroot
+  rpm rpm2cpio cpio dnf python3-rpm python3-dnf dpkg-dev debhelper dh-python fakeroot
   # the installed framework runs on Debian's python3 with these
   python3 python3-pluggy python3-filelock python3-pyroute2
   # real-kernel VM for the freplace backend (this host's kernel refuses freplace)

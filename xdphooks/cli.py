@@ -117,10 +117,16 @@ def _deferred(args) -> int | None:
 
 
 def _in_chroot() -> bool:
-    try:
-        return os.stat("/") != os.stat("/proc/1/root")
-    except OSError:
+    """Like Debian's ischroot: compare / with init's root by (device, inode)."""
+    if not os.path.isdir("/proc/1"):
         return True  # no /proc: certainly not a running system we may touch
+    try:
+        a, b = os.stat("/"), os.stat("/proc/1/root")
+    except PermissionError:
+        return False  # /proc/1/root hidden from us (containers): not a chroot
+    except OSError:
+        return True
+    return (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino)
 
 
 def _record_pending(paths, trigger: str, why: str) -> None:

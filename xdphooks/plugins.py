@@ -61,7 +61,7 @@ class Plugins:
         caller = getattr(self.pm.hook, hook)
         for impl in caller.get_hookimpls():
             name = self.pm.get_name(impl.plugin) or "?"
-            if impl.wrapper or impl.hookwrapper:
+            if getattr(impl, "wrapper", False) or impl.hookwrapper:  # pluggy 1.0 has no .wrapper
                 continue
             args = {k: kwargs[k] for k in impl.argnames}
             ok, value = _guarded(lambda: impl.function(**args), self.timeout)

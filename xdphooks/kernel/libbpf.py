@@ -8,7 +8,6 @@ included), so callers can show the last lines instead of a bare errno.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as _errno
 import os
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from typing import Iterator
 from ..errors import KernelError, VerifierError
 
 _lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)  # find_library would fork ldconfig
 
 c_void_p, c_int, c_char_p, c_size_t = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t
 c_uint32, c_uint64 = ctypes.c_uint32, ctypes.c_uint64
@@ -40,6 +39,7 @@ XDP_MODES = {"skb": XDP_FLAGS_SKB_MODE, "native": XDP_FLAGS_DRV_MODE, "hw": XDP_
 _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
 _log: list[str] = []
+_print_buf = ctypes.create_string_buffer(1 << 20)  # reused: libbpf prints hundreds of lines
 
 
 @_PRINT_FN
@@ -48,9 +48,8 @@ def _print_cb(level: int, fmt: bytes, args: int) -> int:
     # that vsnprintf can consume directly.
     # va_list can be consumed only once, so no size probe: one buffer large enough
     # for a verifier log line dump (libbpf prints the whole log in one message).
-    buf = ctypes.create_string_buffer(1 << 20)
-    _libc.vsnprintf(buf, 1 << 20, fmt, args)
-    _log.append(buf.value.decode(errors="replace"))
+    n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, args)
+    _log.append(_print_buf.raw[: min(max(n, 0), len(_print_buf) - 1)].decode(errors="replace"))
     return 0
 
 
