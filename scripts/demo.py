@@ -136,7 +136,7 @@ def teardown(quiet: bool = False) -> None:
 
 def deb(pkgdir: Path, name: str, version: str | None = None) -> str:
     pattern = f"{name}_{version or '*'}_*.deb"
-    found = sorted(glob.glob(str(pkgdir / pattern)))
+    found = sorted(glob.glob(str(pkgdir.resolve() / pattern)))  # apt wants ./ or absolute
     if not found:
         raise SystemExit(f"no {pattern} in {pkgdir}: run scripts/demo.sh, which builds them")
     return found[-1]
@@ -149,6 +149,7 @@ ENV = dict(os.environ, XDPHOOKS_ROOT=str(ROOT), XDPHOOKS_LIBDIR="/usr/lib/xdphoo
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pkgs", default=str(REPO / "build/pkgs"))
+    ap.add_argument("--upgrade-pkgs", default=str(REPO / "build/pkgs-upgrade"))
     ap.add_argument("--keep", action="store_true", help="leave everything in place at the end")
     args = ap.parse_args()
     pkgs = Path(args.pkgs)
@@ -177,7 +178,7 @@ def main() -> int:
         print(f"ping {IP_B} → {IP_A}: {'ok' if ping_ok() else 'dropped by firewall'}")
 
         step(5, "Upgrade the firewall to 1.1: one swap, its blocklist survives")
-        apt("install", deb(pkgs, "xdphooks-firewall", "1.1"))
+        apt("install", deb(Path(args.upgrade_pkgs), "xdphooks-firewall", "1.1"))
         print(f"ping after upgrade: {'ok (blocklist LOST!)' if ping_ok() else 'still dropped: blocklist intact'}")
         udp.wait()
         show_status()

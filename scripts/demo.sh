@@ -8,5 +8,5 @@ bash scripts/install-deps.sh
 echo ">> building packages (framework + sample plugins, firewall 1.0 and 1.1)"
 /usr/bin/python3 packaging/build_all.py --formats deb --out build/pkgs >/dev/null
 /usr/bin/python3 packaging/build_all.py --formats deb --only firewall --version firewall=1.1 \
-  --out build/pkgs >/dev/null
-exec .venv/bin/python scripts/demo.py --pkgs build/pkgs "$@"
+  --out build/pkgs-upgrade >/dev/null
+exec .venv/bin/python scripts/demo.py --pkgs build/pkgs --upgrade-pkgs build/pkgs-upgrade "$@"

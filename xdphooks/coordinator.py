@@ -386,6 +386,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
             built.close()
         shutil.rmtree(workdir, ignore_errors=True)
     root_id = _pinned_prog_id(gen_dir / "root")
+    _drain_old_events(sess, iface)
     sess.state.interfaces[iface.key] = InterfaceRecord(
         netns=iface.netns, name=iface.name, ifindex=ifindex, mode=built.mode, prog_id=root_id,
         fingerprint=fp, generation=gen, pin_dir=str(gen_dir), xdp_mode=sess.config.xdp_mode,
@@ -397,6 +398,19 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     state_mod.save(sess.paths.state_file, sess.state)
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
+
+
+def _drain_old_events(sess: Session, iface: InterfaceRef) -> None:
+    """Keep the replaced generation's 'log' events before its ring is released."""
+    old = sess.state.interfaces.get(iface.key)
+    if old is None:
+        return
+    try:
+        from .status import drain_events
+
+        drain_events(sess.paths, old)
+    except Exception:  # noqa: BLE001 - losing events must never fail a swap
+        pass
 
 
 def _swap(iface: InterfaceRef, ifindex: int, prog_fd: int, cfg: config_mod.Config,
@@ -416,6 +430,7 @@ def _swap(iface: InterfaceRef, ifindex: int, prog_fd: int, cfg: config_mod.Confi
 
 def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
     names = [p.name for p in obs.record.programs] if obs and obs.record else []
+    _drain_old_events(sess, iface)
     if obs and obs.ifindex and obs.ours:
         with netns(iface.netns):
             old_fd = libbpf.prog_fd_by_id(obs.attached_id)

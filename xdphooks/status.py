@@ -188,27 +188,46 @@ def main(args, paths: Paths) -> int:
         return 0
 
 
+def drain_events(paths: Paths, rec, limit: int = 100000) -> int:
+    """Move a generation's 'log' events from its ring into ``events.log`` (JSON lines),
+    so they outlive the generation (each relink pins a new ring)."""
+    path = Path(rec.pin_dir) / "events"
+    if not path.exists():
+        return 0
+    from .counters import read_events
+
+    name = f"{rec.netns}/{rec.name}" if rec.netns else rec.name
+    lines = []
+    for ev in read_events(str(path), limit):
+        slot = ev["slot"]
+        prog = rec.programs[slot].name if slot < len(rec.programs) else f"slot {slot}"
+        verdict = VERDICT_KEYS[ev["retval"]] if ev["retval"] < 5 else f"unknown({ev['retval']})"
+        lines.append(json.dumps({"ts_ns": ev["ts_ns"], "interface": name, "program": prog,
+                                 "verdict": verdict, "generation": rec.generation}))
+    if lines:
+        with open(paths.state_dir / "events.log", "a") as f:
+            f.write("\n".join(lines) + "\n")
+    return len(lines)
+
+
 def events_main(args, paths: Paths) -> int:
     st, _ = state_mod.load(paths.state_file)
-    try:
-        from .counters import read_events
-    except ImportError:
-        print("xdphooks: events need the rootlet's event ring (static or freplace mode)")
-        return 1
+    if os.geteuid() == 0:
+        for rec in st.interfaces.values():
+            drain_events(paths, rec)
     shown = 0
-    for key, rec in sorted(st.interfaces.items()):
-        name = f"{rec.netns}/{rec.name}" if rec.netns else rec.name
-        if args.interface and args.interface not in (name, rec.name):
+    try:
+        text = (paths.state_dir / "events.log").read_text()
+    except FileNotFoundError:
+        text = ""
+    for line in text.splitlines()[-1000:]:
+        ev = json.loads(line)
+        if args.interface and args.interface not in (ev["interface"],
+                                                     ev["interface"].rpartition("/")[2]):
             continue
-        path = Path(rec.pin_dir) / "events"
-        if not path.exists():
-            continue
-        for ev in read_events(str(path), 1000):
-            slot = ev["slot"]
-            prog = rec.programs[slot].name if slot < len(rec.programs) else f"slot {slot}"
-            verdict = VERDICT_KEYS[ev["retval"]] if ev["retval"] < 5 else f"unknown({ev['retval']})"
-            print(f"{ev['ts_ns'] / 1e9:14.6f} {name}: {prog} returned {verdict} (logged, continued)")
-            shown += 1
+        print(f"{ev['ts_ns'] / 1e9:14.6f} {ev['interface']}: {ev['program']} returned "
+              f"{ev['verdict']} (logged, chain continued)")
+        shown += 1
     if not shown:
         print("no events")
     return 0
