@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import shutil
 import struct
 import subprocess
@@ -43,6 +45,7 @@ def entry(name: str, obj, policy: str | VerdictPolicy = "", program=None, pin_ma
 def make_ctx(bpffs: Path, entries, counters: bool = True) -> BuildContext:
     iface = InterfaceRef("", "xhtest0")
     work = Path(tempfile.mkdtemp(prefix="xhs-work-"))
+    atexit.register(shutil.rmtree, work, True)  # the coordinator removes it in real runs
     return BuildContext(iface, Chain(iface, tuple(entries)), Paths(Path("/"), bpffs), work,
                         DATA, counters=counters)
 
