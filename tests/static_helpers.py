@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import shutil
 import struct
 import subprocess
 import tempfile
