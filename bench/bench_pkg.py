@@ -22,7 +22,6 @@ root and bpffs, and removes every package it installed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -32,11 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import destroy_veth_pair, make_veth_pair  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("xdphooks_pkgutil", REPO / "tests" / "pkgutil.py")
-pu = importlib.util.module_from_spec(_spec)
-sys.modules["xdphooks_pkgutil"] = pu
-_spec.loader.exec_module(pu)
+import pkg_support as pu  # noqa: E402
 
 
 def timed(fn) -> float:

@@ -197,7 +197,10 @@ def build_test_object(name: str) -> Path:
     """Compile tests/bpf/<name>.bpf.c (cached by mtime) and return the .o path."""
     src = TEST_BPF / f"{name}.bpf.c"
     out = BUILD / f"{name}.bpf.o"
-    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+    # A source may #include another test source or a bpf/ header: any newer one rebuilds.
+    newest = max(p.stat().st_mtime for p in [src, *TEST_BPF.glob("*.bpf.c"),
+                                             *(REPO / "bpf").glob("*.h")])
+    if not out.exists() or out.stat().st_mtime < newest:
         BUILD.mkdir(parents=True, exist_ok=True)
         sh("clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
            f"-I{REPO / 'bpf'}", "-c", str(src), "-o", str(out))

@@ -3,26 +3,14 @@ and the rpm/deb metadata the transaction tests rely on. Installs nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import pkg_support as pu
 
-def _load_pkgutil():
-    # By path: "pkgutil" is also a stdlib module that pytest has already imported.
-    name = "xdphooks_pkgutil"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("pkgutil.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-pu = _load_pkgutil()
 pytestmark = [pytest.mark.pkg]
 EM_BPF = 247
 

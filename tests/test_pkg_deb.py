@@ -2,43 +2,21 @@
 
 Every test installs packages for real (dpkg -i, apt-get install ./x.deb),
 pointed at a private root, bpffs and namespaced veth through the environment,
-and removes them again. See tests/pkgutil.py.
+and removes them again. See tests/pkg_support.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-
-def _load_pkgutil():
-    # By path: "pkgutil" is also a stdlib module that pytest has already imported.
-    name = "xdphooks_pkgutil"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("pkgutil.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-pu = _load_pkgutil()
+import pkg_support as pu
 
 pytestmark = [pytest.mark.pkg, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def pkgs():
-    pu.require_pkg_tools()
-    sets = pu.build_test_set()
-    return {"xdphooks": sets["v10"]["deb"]["xdphooks"],
-            **{n.removeprefix("xdphooks-"): p for n, p in sets["v10"]["deb"].items()
-               if n.startswith("xdphooks-")},
-            "firewall-1.1": sets["v11"]["deb"]["xdphooks-firewall"],
-            "broken": sets["broken"]["deb"]["xdphooks-broken"],
-            "xdphooks-next": sets["fw-next"]["deb"]["xdphooks"]}
+    return pu.package_set("deb")
 
 
 @pytest.fixture

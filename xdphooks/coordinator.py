@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -125,13 +126,18 @@ def _pinned_prog_id(path: Path) -> int:
         os.close(fd)
 
 
-def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
+def _known_keys(paths: Paths, state: State) -> list[str]:
+    """Interfaces we know of: from the state file and from the pins (state may be lost)."""
     keys = set(state.interfaces)
     if_root = paths.pin_root / "if"
     if if_root.is_dir():
         keys |= {d.name for d in if_root.iterdir() if d.is_dir()}
+    return sorted(keys)
+
+
+def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
     out = {}
-    for key in sorted(keys):
+    for key in _known_keys(paths, state):
         iface = _iface_from_key(key)
         gens = {}
         idir = paths.iface_pin_dir(key)
@@ -143,8 +149,6 @@ def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
                     gens[pid] = (g, m.group(2))
         try:
             with netns(iface.netns):
-                import socket
-
                 try:
                     ifindex = socket.if_nametoindex(iface.name)
                 except OSError:
@@ -161,8 +165,6 @@ def available_interfaces(namespaces: list[str]) -> list[InterfaceRef]:
     for ns in [""] + namespaces:
         try:
             with netns(ns):
-                import socket
-
                 out += [InterfaceRef(ns, name) for _, name in socket.if_nameindex()]
         except NetnsError:
             continue
@@ -195,18 +197,6 @@ def resolve_mode(paths: Paths, cfg: config_mod.Config) -> tuple[str, str]:
         return "static", "auto: freplace backend not installed"
     works, why = probe_freplace(paths.run_dir)
     return ("freplace" if works else "static"), f"auto: {why}"
-
-
-def _backend_for(chain: Chain) -> str:
-    if chain.mode == "static" and len(chain.entries) == 1:
-        try:
-            import importlib.util
-
-            if importlib.util.find_spec("xdphooks.backends.static") is None:
-                return "single"
-        except ImportError:
-            return "single"
-    return chain.mode
 
 
 def gather(paths: Paths, opts: Options) -> Session:
@@ -286,8 +276,6 @@ def _plugin_running(plugin: str, running: dict[InterfaceRef, planner.Running]) -
 
 
 def _attached_id(iface: InterfaceRef) -> int:
-    import socket
-
     try:
         with netns(iface.netns):
             return libbpf.xdp_query_id(socket.if_nametoindex(iface.name))
@@ -346,19 +334,16 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         return
     chain = change.desired
     assert chain is not None
-    import socket
-
     try:
         with netns(iface.netns):
             ifindex = socket.if_nametoindex(iface.name)
     except OSError:
         raise XdphooksError(f"interface {iface} vanished before its chain could be attached",
                             fix="nothing to do; it is attached when the interface returns") from None
-    backend_name = _backend_for(chain)
     from . import backends
     from .backends.base import BuildContext, PreviousChain
 
-    backend = backends.get(backend_name)
+    backend = backends.get(chain.mode)
     sess.state.generation += 1
     gen = sess.state.generation
     fp = chain.fingerprint()
@@ -457,11 +442,7 @@ def _collect_garbage(sess: Session) -> None:
     """One rule: a pinned generation whose root is not what the kernel runs now is
     garbage (crashed runs, replaced chains, vanished interfaces), and so is a state
     record that disagrees with the kernel."""
-    if_root = sess.paths.pin_root / "if"
-    keys = set(sess.state.interfaces)
-    if if_root.is_dir():
-        keys |= {d.name for d in if_root.iterdir() if d.is_dir()}
-    for key in sorted(keys):
+    for key in _known_keys(sess.paths, sess.state):
         current = _attached_id(_iface_from_key(key))  # 0 if the interface is gone
         idir = sess.paths.iface_pin_dir(key)
         if idir.is_dir():

@@ -7,6 +7,10 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#ifndef FR_TAG_HITS
+#define FR_TAG_HITS 1 /* fr_tag_v2 counts 1000: tells an upgrade apart */
+#endif
+
 struct fr_cfg {
 	__u32 verdict_plus1;
 	__u32 tag;
@@ -38,7 +42,7 @@ int fr_tag(struct xdp_md *ctx)
 	__u32 n;
 
 	if (hits)
-		__sync_fetch_and_add(hits, 1);
+		__sync_fetch_and_add(hits, FR_TAG_HITS);
 	if (p + 1 <= (__u8 *)end && cfg) {
 		__u8 *slot;
 

@@ -2,7 +2,6 @@
 program ready to attach. Each is a module with a ``build(ctx) -> BuiltChain``
 function; the coordinator does the attaching, pinning and state.
 
-- ``single``   — a chain of one program, loaded as itself.
 - ``static``   — rootlet + rewritten components linked into one program.
 - ``freplace`` — dispatcher whose slots are replaced by the components.
 """
@@ -12,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("single", "static", "freplace")
+NAMES = ("static", "freplace")
 
 
 def get(name: str) -> ModuleType:

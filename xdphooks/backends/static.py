@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
-from ..model import POLICY_KEYS, Decision
+from ..model import Decision
 from .base import BuildContext, BuiltChain
 
 MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS

@@ -43,7 +43,7 @@ DEB_NAMES = ("xdphooks-firewall", "xdphooks-counter", "xdphooks-txbuggy", "xdpho
              "xdphooks-broken", "xdphooks", "dh-xdphooks")
 
 RUN_PROBE = '''\
-"""Test probe (tests/pkgutil.py): counts reconcile runs in <root>/runs.log."""
+"""Test probe (tests/pkg_support.py): counts reconcile runs in <root>/runs.log."""
 import json, os, sys, time
 from xdphooks import hookimpl
 
@@ -344,3 +344,15 @@ def wait_for(pred, timeout: float = 5.0, step: float = 0.1):
 __all__ = ["PkgEnv", "build", "build_test_set", "make_broken_plugin", "pkg_env",
            "require_pkg_tools", "sh", "wait_for", "installed_debs", "installed_rpms", "REPO",
            "PKG_OUT"]
+
+
+def package_set(fmt: str) -> dict[str, Path]:
+    """The packages the transaction tests install, by short name, for "rpm" or "deb"."""
+    require_pkg_tools()
+    sets = build_test_set()
+    v10 = sets["v10"][fmt]
+    return {"xdphooks": v10["xdphooks"],
+            **{n.removeprefix("xdphooks-"): p for n, p in v10.items() if n.startswith("xdphooks-")},
+            "firewall-1.1": sets["v11"][fmt]["xdphooks-firewall"],
+            "broken": sets["broken"][fmt]["xdphooks-broken"],
+            "xdphooks-next": sets["fw-next"][fmt]["xdphooks"]}
