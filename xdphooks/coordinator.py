@@ -27,6 +27,7 @@ from . import config as config_mod
 from . import planner, state as state_mod
 from .errors import KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event
+from .faults import crashpoint
 from .inspect import inspect, object_path
 from .kernel import bpffs, libbpf
 from .kernel.netns import NetnsError, list_netns, netns
@@ -359,10 +360,13 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     built = None
     try:
         built = backend.build(ctx)
+        crashpoint("after-load")
         gen_dir.mkdir(parents=True, mode=0o700)
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))
+        crashpoint("after-pin")
         _swap(iface, ifindex, built.prog_fd, sess.config, opts)
+        crashpoint("after-swap")
     except BaseException:
         bpffs.rmtree(gen_dir)
         raise
@@ -380,7 +384,9 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
                                 built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i)
                   for i, e in enumerate(chain.entries)],
         updated=time.time(), trigger=opts.trigger)
+    crashpoint("before-state-write")
     state_mod.save(sess.paths.state_file, sess.state)
+    crashpoint("after-state-write")
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
 
@@ -426,6 +432,7 @@ def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
                                                          else sess.config.xdp_mode, 0), old_fd)
             finally:
                 os.close(old_fd)
+    crashpoint("after-detach")
     sess.state.interfaces.pop(iface.key, None)
     state_mod.save(sess.paths.state_file, sess.state)
     bpffs.rmtree(sess.paths.iface_pin_dir(iface.key))
@@ -435,6 +442,8 @@ def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
 def _drop_old_generations(idir: Path, keep: Path) -> None:
     for g in idir.iterdir():
         if g != keep and g.is_dir():
+            (g / "root").unlink(missing_ok=True)  # the old chain's root goes first
+            crashpoint("during-cleanup")
             bpffs.rmtree(g)
 
 

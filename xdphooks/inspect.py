@@ -41,7 +41,7 @@ def inspect(path: str, plugin: str | None = None) -> ObjectFacts:
         return ObjectFacts(path, digest, error=f"{path} is an ELF file for machine {machine}, "
                            "not BPF", fix="build it with clang -target bpf")
     try:
-        programs, run_config = _programs(path)
+        programs, run_config = _programs(path, plugin)
     except XdphooksError as e:
         return ObjectFacts(path, digest, error=e.message, fix=e.fix)
     except Exception as e:  # noqa: BLE001 - a corrupt object must never crash planning
@@ -50,15 +50,15 @@ def inspect(path: str, plugin: str | None = None) -> ObjectFacts:
     return ObjectFacts(path, digest, tuple(programs), run_config)
 
 
-def _programs(path: str):
+def _programs(path: str, plugin: str | None = None):
     try:
         from .runconfig import list_xdp_programs, read_run_config
     except ImportError:  # the pure-Python reader not available: ask libbpf
         return _programs_libbpf(path), {}
-    progs = list_xdp_programs(path)
+    progs = list_xdp_programs(path, plugin)
     rc = {}
     for name in progs:
-        cfg = read_run_config(path, name)
+        cfg = read_run_config(path, name, plugin)
         if cfg is not None:
             rc[name] = (cfg.priority, cfg.chain_call_actions)
     return progs, rc

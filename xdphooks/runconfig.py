@@ -32,23 +32,25 @@ class RunConfig:
     chain_call_actions: tuple[str, ...] | None  # lowercase action names, kernel order
 
 
-def list_xdp_programs(path: str) -> list[str]:
+def list_xdp_programs(path: str, plugin: str | None = None) -> list[str]:
     """Function names of the SEC("xdp"...) programs in ``path`` (file order)."""
     from .link import elf as E
     from .link.rewrite import xdp_programs
-    return [p.name for p in xdp_programs(E.read_elf(str(path)))]
+    return [p.name for p in xdp_programs(E.read_elf(str(path), plugin=plugin))]
 
 
-def read_run_config(path: str, program: str) -> RunConfig | None:
-    """The run config libxdp would read for ``program``, or None if the object has none."""
+def read_run_config(path: str, program: str, plugin: str | None = None) -> RunConfig | None:
+    """The run config libxdp would read for ``program``, or None if the object has none.
+
+    Errors (ObjectError) name ``plugin``."""
     from .link import elf as E
     from .link.btf import KIND_ARRAY, KIND_PTR, KIND_STRUCT, KIND_VAR, Btf
 
-    elf = E.read_elf(str(path))
+    elf = E.read_elf(str(path), plugin=plugin)
     btf_sec = elf.section(".BTF")
     if btf_sec is None:
         return None
-    btf = Btf.parse(btf_sec.data, str(path))
+    btf = Btf.parse(btf_sec.data, str(path), plugin)
     ds = btf.datasec(SECTION)
     if ds is None:
         return None
@@ -88,6 +90,6 @@ def read_run_config(path: str, program: str) -> RunConfig | None:
                              tuple(a for a in ACTIONS if a in actions) if explicit else None)
     except (IndexError, ValueError) as e:
         raise ObjectError(f"object {path}: bad {SECTION} metadata for {program!r} ({e})",
-                          fix="fix the XDP_RUN_CONFIG declaration or set priority/policy "
+                          plugin=plugin, fix="fix the XDP_RUN_CONFIG declaration or set priority/policy "
                               "in the plugin") from None
     return None

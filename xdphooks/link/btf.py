@@ -19,6 +19,7 @@ KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
 KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC = 12, 13, 14, 15
 KIND_FLOAT, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 16, 17, 18, 19
 LINKAGE_STATIC, LINKAGE_GLOBAL, LINKAGE_EXTERN = 0, 1, 2
+REBUILD = "rebuild the object with clang -O2 -g -target bpf"
 
 _HDR = struct.Struct("<HBBIIIII")
 
@@ -75,7 +76,7 @@ class Btf:
     types: list[BtfType] = field(default_factory=list)  # index = type id (0 = void placeholder)
 
     @classmethod
-    def parse(cls, data: bytes, where: str = "object") -> "Btf":
+    def parse(cls, data: bytes, where: str = "object", plugin: str | None = None) -> "Btf":
         try:
             magic, version, flags, hdr_len, type_off, type_len, str_off, str_len = \
                 _HDR.unpack_from(data, 0)
@@ -103,8 +104,7 @@ class Btf:
                 tid += 1
             return btf
         except (struct.error, ValueError, UnicodeDecodeError) as e:
-            raise ObjectError(f"{where}: corrupt BTF ({e})",
-                              fix="rebuild the object with clang -g") from None
+            raise ObjectError(f"{where}: corrupt BTF ({e})", plugin=plugin, fix=REBUILD) from None
 
     def string(self, off: int) -> str:
         if off >= len(self.strings):
@@ -170,7 +170,8 @@ class BtfExt:
     has_core: bool = False
 
     @classmethod
-    def parse(cls, data: bytes, btf: Btf, where: str = "object") -> "BtfExt":
+    def parse(cls, data: bytes, btf: Btf, where: str = "object",
+              plugin: str | None = None) -> "BtfExt":
         try:
             magic, version, flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
             if magic != BTF_MAGIC:
@@ -210,8 +211,8 @@ class BtfExt:
                 infos.append(secs)
             return cls(rec_sizes, infos, flags, has_core)
         except (struct.error, ValueError, UnicodeDecodeError) as e:
-            raise ObjectError(f"{where}: corrupt BTF.ext ({e})",
-                              fix="rebuild the object with clang -g") from None
+            raise ObjectError(f"{where}: corrupt BTF.ext ({e})", plugin=plugin,
+                              fix=REBUILD) from None
 
     def encode(self, btf: Btf) -> bytes:
         hdr_len = 32 if self.has_core else 24

@@ -21,6 +21,7 @@ SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
 SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
+REBUILD = "rebuild the object with clang -O2 -g -target bpf"
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
@@ -106,40 +107,36 @@ def parse_rels(data: bytes) -> list[Rel]:
     return out
 
 
-def read_elf(path: str, data: bytes | None = None) -> Elf:
-    """Parse a BPF ELF object; anything malformed raises ObjectError."""
+def read_elf(path: str, data: bytes | None = None, plugin: str | None = None) -> Elf:
+    """Parse a BPF ELF object; anything malformed raises ObjectError (naming ``plugin``)."""
     try:
         if data is None:
             with open(path, "rb") as f:
                 data = f.read()
     except OSError as e:
-        raise ObjectError(f"cannot read BPF object {path}: {e.strerror}",
+        raise ObjectError(f"cannot read BPF object {path}: {e.strerror}", plugin=plugin,
                           fix="check the path in the plugin declaration") from None
-    try:
-        return _parse(path, data)
-    except ObjectError:
-        raise
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as e:
-        raise ObjectError(f"{path} is not a valid ELF object ({e})",
-                          fix="rebuild the object with clang -target bpf") from None
+    return _parse(path, data, plugin)
 
 
-def _parse(path: str, data: bytes) -> Elf:
+def _parse(path: str, data: bytes, plugin: str | None) -> Elf:
+    def bad(what: str, fix: str = REBUILD) -> ObjectError:
+        return ObjectError(f"{path} {what}", plugin=plugin, fix=fix)
+
     if len(data) < 64 or data[:4] != b"\x7fELF":
-        raise ObjectError(f"{path} is not an ELF file", fix="point to a BPF object built with clang -target bpf")
+        raise bad("is not an ELF file", "point to a BPF object built with clang -target bpf")
     if data[4] != 2 or data[5] != 1:
-        raise ObjectError(f"{path} is not a 64-bit little-endian ELF object",
-                          fix="build with clang -target bpfel (or -target bpf on x86/arm64)")
+        raise bad("is not a 64-bit little-endian ELF object",
+                  "build with clang -target bpfel (or -target bpf on x86/arm64)")
     (_, e_type, e_machine, _, _, _, e_shoff, e_flags, _, _, _, e_shentsize, e_shnum,
      e_shstrndx) = _EHDR.unpack_from(data, 0)
     if e_machine != EM_BPF:
-        raise ObjectError(f"{path} is not a BPF object (e_machine {e_machine})",
-                          fix="build with clang -target bpf")
+        raise bad(f"is not a BPF object (e_machine {e_machine})", "build with clang -target bpf")
     if e_type != ET_REL:
-        raise ObjectError(f"{path} is not a relocatable object (e_type {e_type})",
-                          fix="use the .o produced by clang -c")
+        raise bad(f"is not a relocatable object (e_type {e_type})",
+                  "use the .o produced by clang -c")
     if e_shentsize != _SHDR.size or e_shoff + e_shnum * _SHDR.size > len(data):
-        raise ObjectError(f"{path} has a truncated section table", fix="rebuild the object")
+        raise bad("has a truncated section table")
     raw = [_SHDR.unpack_from(data, e_shoff + i * _SHDR.size) for i in range(e_shnum)]
     shstr = b""
     if 0 < e_shstrndx < e_shnum:
@@ -148,8 +145,7 @@ def _parse(path: str, data: bytes) -> Elf:
     sections = []
     for i, (name, typ, flags, _addr, off, size, link, info, align, entsize) in enumerate(raw):
         if typ != SHT_NOBITS and off + size > len(data):
-            raise ObjectError(f"{path}: section {i} extends past the end of the file",
-                              fix="rebuild the object")
+            raise bad(f"section {i} extends past the end of the file")
         body = b"" if typ in (SHT_NOBITS, SHT_NULL) else data[off: off + size]
         sec = Section(_cstr(shstr, name), typ, flags, body, link, info, align, entsize, i)
         if typ == SHT_NOBITS:

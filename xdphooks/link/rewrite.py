@@ -109,13 +109,13 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
     def fail(reason: str, fix: str) -> ObjectError:
         return ObjectError(f"object {name}: {reason}", plugin=who, fix=fix)
 
-    elf = E.read_elf(src)
+    elf = E.read_elf(src, plugin=who)
     btf_sec, ext_sec = elf.section(".BTF"), elf.section(".BTF.ext")
     if btf_sec is None:
         raise fail("has no BTF, so it cannot be linked into a chain",
                    "rebuild it with clang -g -O2 -target bpf (BTF is emitted with -g)")
-    btf = Btf.parse(btf_sec.data, name)
-    ext = BtfExt.parse(ext_sec.data, btf, name) if ext_sec is not None else None
+    btf = Btf.parse(btf_sec.data, name, who)
+    ext = BtfExt.parse(ext_sec.data, btf, name, who) if ext_sec is not None else None
     if ext is None:
         raise fail("has no .BTF.ext (function info), so it cannot be linked",
                    "rebuild it with clang -g -O2 -target bpf")
