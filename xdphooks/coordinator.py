@@ -67,9 +67,12 @@ class Observed:
             return None
         gen_dir, fp = self.gens[self.attached_id]
         rec = self.record if self.record and self.record.prog_id == self.attached_id else None
-        names = tuple(p.name for p in rec.programs) if rec else ()
-        plugins = tuple(p.plugin for p in rec.programs) if rec else ()
-        return planner.Running(names, plugins, fp)
+        if rec is None:
+            # Ours, but not what the state file says (a run died between swap and
+            # state write, or the state was lost): rebuild it so it is recorded.
+            return planner.Running((), (), None)
+        return planner.Running(tuple(p.name for p in rec.programs),
+                               tuple(p.plugin for p in rec.programs), fp)
 
 
 @dataclass
@@ -134,6 +137,12 @@ def _known_keys(paths: Paths, state: State) -> list[str]:
     if if_root.is_dir():
         keys |= {d.name for d in if_root.iterdir() if d.is_dir()}
     return sorted(keys)
+
+
+def _pinned_generations(paths: Paths) -> list[int]:
+    if_root = paths.pin_root / "if"
+    gens = if_root.glob("*/g*") if if_root.is_dir() else ()
+    return [int(m.group(1)) for g in gens if (m := GEN_RE.match(g.name))]
 
 
 def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
@@ -292,6 +301,8 @@ def reconcile(paths: Paths, opts: Options) -> Result:
     bpffs.ensure(paths.bpffs)
     with state_mod.Lock(paths.lock_file):
         sess = gather(paths, opts)
+        # A run killed after pinning never recorded its generation: never reuse one.
+        sess.state.generation = max([sess.state.generation, *_pinned_generations(paths)])
         result = Result(sess.plan, warnings=list(sess.warnings))
         for change in sess.plan.pending:
             try:
