@@ -30,7 +30,7 @@ from . import hookspecs
 from .errors import XdphooksError
 from .model import Problem, XdpProgram, program_problems
 from .paths import Paths
-from .security import check_trusted_file
+from .security import check_trusted_file, read_trusted
 
 ENTRY_POINT_GROUP = "xdphooks"
 
@@ -164,7 +164,21 @@ def discover(paths: Paths, disable: frozenset[str] | set[str] = frozenset(),
     for name, path in sorted(files.items()):
         if pm.is_blocked(name):
             continue
-        ok, value = _guarded(lambda: _import_file(name, path), timeout)
+        # Read what was checked: no symlink, root's, not writable by others — checked on
+        # the opened file, so a file swapped in after _drop_ins() is refused, not run.
+        try:
+            source = read_trusted(path, "plugin file", plugin=name)
+        except XdphooksError as e:
+            plugins.failures.append(Failure(name, e.message, e.fix))
+            continue
+        except OSError as e:
+            plugins.failures.append(Failure(name, f"cannot read {path}: {e.strerror}",
+                                            f"reinstall it, or mask it with ln -s /dev/null "
+                                            f"{paths.admin_plugin_dir}/{name}.py"))
+            continue
+        ok, value = _guarded(lambda: _import_file(name, path, source), timeout)
+        if not ok and not os.path.lexists(path):
+            continue  # removed since it was listed: gone, not broken; its removal reconciles
         if not ok:
             plugins.failures.append(Failure(name, f"cannot be loaded from {path}: import {value}",
                                             f"fix {path}, or mask it with "
@@ -193,6 +207,8 @@ def _drop_ins(paths: Paths, plugins: Plugins) -> dict[str, Path]:
                     continue
             try:
                 check_trusted_file(path, "plugin file", plugin=name)
+            except FileNotFoundError:  # removed while we looked (a package going away)
+                continue
             except XdphooksError as e:
                 plugins.failures.append(Failure(name, e.message, e.fix))
                 chosen.pop(name, None)
@@ -203,14 +219,18 @@ def _drop_ins(paths: Paths, plugins: Plugins) -> dict[str, Path]:
     return chosen
 
 
-def _import_file(name: str, path: Path) -> ModuleType:
+def _import_file(name: str, path: Path, source: bytes) -> ModuleType:
+    """Run ``source`` (the checked bytes of ``path``) as module ``xdphooks_plugin_NAME``."""
     modname = f"xdphooks_plugin_{name.replace('-', '_')}"
-    spec = importlib.util.spec_from_file_location(modname, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"not a Python module: {path}")
+    spec = importlib.util.spec_from_loader(modname, loader=None, origin=str(path))
     module = importlib.util.module_from_spec(spec)
+    module.__file__ = str(path)
     sys.modules[modname] = module
-    spec.loader.exec_module(module)
+    try:
+        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)
+    except BaseException:
+        sys.modules.pop(modname, None)
+        raise
     return module
 
 
