@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import fcntl
 import hashlib
 import io
 import json
@@ -281,6 +282,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out: Path = args.out.resolve()
+    # Two builds into one OUT (a test run and a demo at once) would wipe each other's stage.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(args, out)
+
+
+def _build_locked(args: argparse.Namespace, out: Path) -> dict:
     formats = [f for f in args.formats.split(",") if f]
     versions = dict(v.split("=", 1) for v in args.version)
     plugins = [find_plugin(REPO / "plugins" / p) for p in SAMPLE_PLUGINS]

@@ -7,6 +7,8 @@ and removes them again. See tests/pkg_support.py.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import pkg_support as pu
@@ -39,6 +41,10 @@ def test_deb_lifecycle(env, pkgs):
     runs = env.runs()
     assert len(runs) == 2 and runs[1]["argv"] == ["reconcile", "--trigger=dpkg-triggered"], runs
     assert env.chain() == ["firewall"]
+    # The change log says what changed, where, and which package and trigger caused it.
+    (change,) = [json.loads(ln) for ln in env.xdphooks("history", "--json").stdout.splitlines()]
+    assert change["action"] == "attach" and change["interface"] == env.veth.iface, change
+    assert change["trigger"] == "dpkg-triggered" and "xdphooks-firewall" in change["packages"], change
     assert env.attached_prog_id() == env.iface_status()["prog_id"]
     assert env.ping_ok()
     env.block(env.veth.ip_b)

@@ -7,6 +7,8 @@ them again. See tests/pkg_support.py.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import pkg_support as pu
@@ -31,6 +33,10 @@ def test_rpm_lifecycle(env, pkgs):
     assert len(runs) == 1, runs  # also proves XDPHOOKS_* reached the Lua trigger
     assert runs[0]["argv"] == ["reconcile", "--trigger=rpm"]
     assert env.chain() == ["firewall"], p.stdout
+    # The change log says what changed, where, and which package and trigger caused it.
+    (change,) = [json.loads(ln) for ln in env.xdphooks("history", "--json").stdout.splitlines()]
+    assert change["action"] == "attach" and change["interface"] == env.veth.iface, change
+    assert change["trigger"] == "rpm" and "xdphooks-firewall" in change["packages"], change
     assert env.attached_prog_id() == env.iface_status()["prog_id"]
     assert env.ping_ok()
 

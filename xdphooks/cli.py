@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("events", help="'log' events recorded by the chains")
     ev.add_argument("interface", nargs="?")
+
+    h = sub.add_parser("history", help="the chain changes xdphooks made: what, where, why, "
+                       "and which package transaction")
+    h.add_argument("-n", "--lines", type=int, default=30, metavar="N",
+                   help="the newest N changes (0: all)")
+    h.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
 
@@ -155,7 +161,9 @@ def cmd_reconcile(args, paths) -> int:
         if not args.quiet:
             print(f"{change.action:8} {change.interface}  {change.reason}")
     for iface, msg in result.failed.items():
-        print(f"xdphooks: error: {iface}: {msg}", file=sys.stderr)
+        named = iface in msg.split("\n", 1)[0]  # most messages name their interface already
+        print(f"xdphooks: error: {msg}" if named else f"xdphooks: error: {iface}: {msg}",
+              file=sys.stderr)
     if not result.applied and not result.failed and not args.quiet:
         print("nothing to do" if not result.plan.errors else "nothing changed")
     return result.exit_code
@@ -222,6 +230,22 @@ def cmd_events(args, paths) -> int:
     return status.events_main(args, paths)
 
 
+def cmd_history(args, paths) -> int:
+    from .eventlog import read_history
+
+    records = read_history(paths.state_dir / "changes.log", args.lines)
+    for r in records:
+        if args.json:
+            print(json.dumps(r))
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("time", 0)))
+        by = r.get("trigger", "?") + (f", {r['packages']}" if r.get("packages") else "")
+        print(f"{when}  {'ERROR ' if r.get('error') else ''}{r.get('message', '')}  [{by}]")
+    if not records and not args.json:
+        print("no changes recorded yet")
+    return EXIT_OK
+
+
 def cmd_watch(args, paths) -> int:
     from . import watch
 
@@ -231,7 +255,7 @@ def cmd_watch(args, paths) -> int:
 COMMANDS = {
     "reconcile": cmd_reconcile, "plan": cmd_plan, "status": cmd_status,
     "teardown": cmd_teardown, "doctor": cmd_doctor, "trace": cmd_trace, "events": cmd_events,
-    "watch": cmd_watch,
+    "watch": cmd_watch, "history": cmd_history,
 }
 
 if __name__ == "__main__":  # pragma: no cover

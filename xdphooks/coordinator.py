@@ -26,13 +26,14 @@ from pathlib import Path
 from . import config as config_mod
 from . import planner, state as state_mod
 from .errors import KernelError, PermissionRefused, XdphooksError
-from .eventlog import log_event
+from .eventlog import log_event, set_log_file
 from .faults import crashpoint
 from .inspect import inspect, object_path
 from .kernel import bpffs, libbpf
 from .kernel.netns import NetnsError, list_netns, netns
 from .model import Change, Chain, InterfaceRef, Plan, Problem
 from .paths import Paths
+from .security import ensure_private_dir
 from .plugins import Plugins, discover
 from .state import InterfaceRecord, ProgramRecord, State
 
@@ -69,8 +70,10 @@ class Observed:
         rec = self.record if self.record and self.record.prog_id == self.attached_id else None
         if rec is None:
             # Ours, but not what the state file says (a run died between swap and
-            # state write, or the state was lost): rebuild it so it is recorded.
-            return planner.Running((), (), None)
+            # state write, or the state was lost): the pins say what runs. If that is
+            # what is wanted, reconcile records it again (_adopt_running) without
+            # touching it; otherwise it is replaced as usual.
+            return planner.Running((), (), fp)
         return planner.Running(tuple(p.name for p in rec.programs),
                                tuple(p.plugin for p in rec.programs), fp)
 
@@ -99,7 +102,7 @@ class Result:
     @property
     def exit_code(self) -> int:
         refused = any(c.reason.startswith("refused") for c in self.plan.changes)
-        if not self.failed and not refused:
+        if not self.failed and not refused and not self.plan.errors:
             return 0
         return 3 if self.applied else 1
 
@@ -254,10 +257,12 @@ def gather(paths: Paths, opts: Options) -> Session:
         if have is None or have.fingerprint != chain.fingerprint():
             problems += [Problem(p.severity, p.plugin, f"{iface}: {p.message}", p.fix)
                          for p in plugins.validate(iface, chain)]
+    # A plugin that failed to load or declare is an error (its programs cannot run);
+    # one whose later hook failed is a warning (the change goes ahead).
     problems += [Problem("error", f.plugin, f.reason, f.fix) for f in plugins.failures
-                 if f.plugin in broken and _plugin_running(f.plugin, running)]
+                 if f.plugin in broken]
     problems += [Problem("warning", f.plugin, f.reason, f.fix) for f in plugins.failures
-                 if not _plugin_running(f.plugin, running)]
+                 if f.plugin not in broken and not _plugin_running(f.plugin, running)]
     refused = planner.refusals(problems, desired, running, broken)
     for iface, why in foreign.items():
         refused.setdefault(iface, why + " (use --takeover to replace it)")
@@ -304,17 +309,21 @@ def reconcile(paths: Paths, opts: Options) -> Result:
         # A run killed after pinning never recorded its generation: never reuse one.
         sess.state.generation = max([sess.state.generation, *_pinned_generations(paths)])
         result = Result(sess.plan, warnings=list(sess.warnings))
+        _adopt_running(sess, opts)
+        _open_change_log(paths)
         for change in sess.plan.pending:
+            where = str(change.interface)
+            packages = _incoming_packages(sess, change)
             try:
                 _apply(sess, change, opts)
                 result.applied.append(change)
-                log_event(f"{change.action} {change.interface}: {change.reason}",
-                          trigger=opts.trigger)
+                log_event(f"{change.action} {where}: {change.reason}", trigger=opts.trigger,
+                          interface=where, action=change.action, packages=packages)
             except XdphooksError as e:
                 msg = e.line() + (f"\n{e.detail}" if e.detail else "")
-                result.failed[str(change.interface)] = msg
-                log_event(f"FAILED {change.action} {change.interface}: {e.line()}",
-                          trigger=opts.trigger, error=True)
+                result.failed[where] = msg
+                log_event(f"FAILED {change.action} {where}: {e.line()}", trigger=opts.trigger,
+                          error=True, interface=where, action=change.action, packages=packages)
                 sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
                                     error=e.line())
         for change in sess.plan.changes:
@@ -329,9 +338,61 @@ def reconcile(paths: Paths, opts: Options) -> Result:
             "problems": [str(p) for p in sess.plan.problems],
         }
         state_mod.save(paths.state_file, sess.state)
+        said = {(p.plugin, p.message) for p in sess.plan.problems}
         result.warnings += [str(f) for f in sess.plugins.failures
-                            if str(f) not in {str(p) for p in sess.plan.problems}]
+                            if (f.plugin, f.reason) not in said]
         return result
+
+
+def _adopt_running(sess: Session, opts: Options) -> None:
+    """An up-to-date chain of ours without a state record (state lost or corrupt, or a
+    run died between swap and state write) gets its record again, from the pins and
+    the plan (same fingerprint: the planned chain is what runs)."""
+    for change in sess.plan.changes:
+        iface, chain = change.interface, change.desired
+        obs = sess.observed.get(iface)
+        if change.action != "keep" or chain is None or obs is None or not obs.ifindex \
+                or not obs.ours or (obs.record and obs.record.prog_id == obs.attached_id):
+            continue
+        gen_dir, fp = obs.gens[obs.attached_id]
+        m = GEN_RE.match(gen_dir.name)
+        if fp != chain.fingerprint() or m is None:
+            continue
+        sess.state.interfaces[iface.key] = InterfaceRecord(
+            netns=iface.netns, name=iface.name, ifindex=obs.ifindex, mode=chain.mode,
+            prog_id=obs.attached_id, fingerprint=fp, generation=int(m.group(1)),
+            pin_dir=str(gen_dir), xdp_mode=sess.config.xdp_mode,
+            programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
+                                    e.program, e.digest,
+                                    _pinned_prog_id(gen_dir / f"prog-{e.name}")
+                                    or obs.attached_id, i)
+                      for i, e in enumerate(chain.entries)],
+            updated=time.time(), trigger=opts.trigger)
+
+
+def _open_change_log(paths: Paths) -> None:
+    ensure_private_dir(paths.state_dir, 0o755)
+    set_log_file(paths.state_dir / "changes.log")
+
+
+def _incoming_packages(sess: Session, change: Change) -> tuple[str, ...]:
+    """The packages owning the programs a change brings in (new or upgraded), so the
+    log can say which package transaction caused it."""
+    if change.desired is None:
+        return ()
+    rec = sess.state.interfaces.get(change.interface.key)
+    old = {p.name: p.digest for p in rec.programs} if rec else {}
+    incoming = {e.plugin for e in change.desired.entries if old.get(e.name) != e.digest}
+    if not incoming:
+        return ()
+    try:
+        from .provenance import plugin_owners
+
+        owners = plugin_owners(sess.paths)
+    except Exception:  # noqa: BLE001 - provenance is for the log only
+        return ()
+    return tuple(sorted({owners[p]["package"] for p in incoming
+                         if owners.get(p, {}).get("package")}))
 
 
 def _xdp_flags(cfg: config_mod.Config) -> int:
@@ -349,7 +410,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     try:
         with netns(iface.netns):
             ifindex = socket.if_nametoindex(iface.name)
-    except OSError:
+    except (OSError, NetnsError):
         raise XdphooksError(f"interface {iface} vanished before its chain could be attached",
                             fix="nothing to do; it is attached when the interface returns") from None
     from . import backends
@@ -417,17 +478,27 @@ def _drain_old_events(sess: Session, iface: InterfaceRef) -> None:
 
 def _swap(iface: InterfaceRef, ifindex: int, prog_fd: int, cfg: config_mod.Config,
           opts: Options) -> None:
+    import errno
+
     mode = _xdp_flags(cfg)
-    with netns(iface.netns):
-        attached = libbpf.xdp_query_id(ifindex)
-        if attached == 0:
-            libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST | mode)
-            return
-        old_fd = libbpf.prog_fd_by_id(attached)
-        try:
-            libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_REPLACE | mode, old_fd)
-        finally:
-            os.close(old_fd)
+    try:
+        with netns(iface.netns):
+            attached = libbpf.xdp_query_id(ifindex)
+            if attached == 0:
+                libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST | mode)
+                return
+            old_fd = libbpf.prog_fd_by_id(attached)
+            try:
+                libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_REPLACE | mode, old_fd)
+            finally:
+                os.close(old_fd)
+    except (NetnsError, KernelError) as e:
+        if isinstance(e, NetnsError) or e.errno == errno.ENODEV:
+            raise XdphooksError(f"interface {iface} vanished while its new chain was being "
+                                "built; nothing was attached",
+                                fix="nothing to do; it is attached when the interface "
+                                    "returns") from None
+        raise
 
 
 def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
@@ -489,11 +560,13 @@ def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[st
         cfg = config_mod.load(paths.config_file) if paths.config_file.exists() else config_mod.Config()
         plugins = discover(paths, cfg.disable, cfg.hook_timeout)
         sess = Session(paths, cfg, state, plugins, observed, {}, Plan(()))
+        _open_change_log(paths)
         for iface, obs in observed.items():
             if only and str(iface) != only and iface.name != only:
                 continue
             _detach(sess, iface, obs)
-            log_event(f"teardown {iface}", trigger=trigger)
+            log_event(f"teardown {iface}", trigger=trigger, interface=str(iface),
+                      action="teardown")
             done.append(str(iface))
         if not only:
             bpffs.rmtree(paths.pin_root)
