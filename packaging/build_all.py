@@ -179,6 +179,8 @@ def build_framework_rpm(stage: Path, out: Path, version: str, pysrc: Path) -> No
         "bpf": REPO / "bpf",
         "packaging": REPO / "packaging",
         "rpm": REPO / "rpm",
+        "man": REPO / "man",
+        "completions": REPO / "completions",
     })
     run(rpm_common(work, out) + [
         "--define", f"_sourcedir {work / 'SOURCES'}",
@@ -220,6 +222,8 @@ def build_framework_deb(stage: Path, out: Path, version: str, pysrc: Path) -> No
     copy_tree(pysrc, src / "xdphooks")
     copy_tree(REPO / "bpf", src / "bpf")
     copy_tree(REPO / "packaging", src / "packaging")
+    copy_tree(REPO / "man", src / "man")
+    copy_tree(REPO / "completions", src / "completions")
     copy_tree(REPO / "deb" / "dh-xdphooks", src / "deb" / "dh-xdphooks")
     copy_tree(REPO / "deb" / "debian", src / "debian")
     shutil.copy(REPO / "packaging" / "systemd" / "xdphooks.service", src / "debian" / "xdphooks.service")
@@ -300,7 +304,8 @@ def _build_locked(args: argparse.Namespace, out: Path) -> dict:
     fw_version = versions.get("xdphooks", framework_version())
 
     pysrc = args.python_src.resolve()
-    inputs = [pysrc, REPO / "bpf", REPO / "packaging", REPO / "rpm", REPO / "deb"]
+    inputs = [pysrc, REPO / "bpf", REPO / "packaging", REPO / "rpm", REPO / "deb",
+              REPO / "man", REPO / "completions"]
     inputs += [p.src for p in plugins]
     digest = tree_digest(inputs, json.dumps([sorted(vars(args).items(), key=str),
                                              [str(p.src) for p in plugins]], default=str))

@@ -15,6 +15,8 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static linux-image-amd64 linux-image-6.12-amd64
   # stat tools used in the docs' examples
   jq
+  # man page rendering and completion syntax checks (tests/test_docs_cli.py)
+  man-db groff-base zsh
 )
 
 missing=()
