@@ -263,6 +263,15 @@ def gather(paths: Paths, opts: Options) -> Session:
                  if f.plugin in broken]
     problems += [Problem("warning", f.plugin, f.reason, f.fix) for f in plugins.failures
                  if f.plugin not in broken and not _plugin_running(f.plugin, running)]
+    # XDP cannot switch an interface between native and skb mode atomically: a chain
+    # keeps the mode it was attached in until the admin detaches it.
+    for iface, obs in observed.items():
+        if iface in desired and obs.ours and obs.record and obs.record.xdp_mode != cfg.xdp_mode:
+            problems.append(Problem(
+                "warning", None, f"{iface} runs in {obs.record.xdp_mode} mode, the config says "
+                f"{cfg.xdp_mode}; it stays in {obs.record.xdp_mode} mode (switching modes "
+                "needs a detach, which opens a packet window)",
+                f"in a maintenance window: xdphooks teardown {iface}; xdphooks reconcile"))
     refused = planner.refusals(problems, desired, running, broken)
     for iface, why in foreign.items():
         refused.setdefault(iface, why + " (use --takeover to replace it)")
@@ -395,10 +404,6 @@ def _incoming_packages(sess: Session, change: Change) -> tuple[str, ...]:
                          if owners.get(p, {}).get("package")}))
 
 
-def _xdp_flags(cfg: config_mod.Config) -> int:
-    return libbpf.XDP_MODES[cfg.xdp_mode]
-
-
 def _apply(sess: Session, change: Change, opts: Options) -> None:
     iface = change.interface
     obs = sess.observed.get(iface)
@@ -421,6 +426,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     gen = sess.state.generation
     fp = chain.fingerprint()
     gen_dir = sess.paths.iface_pin_dir(iface.key) / f"g{gen}-{fp}"
+    xdp_mode = obs.record.xdp_mode if obs and obs.ours and obs.record else sess.config.xdp_mode
     previous = None
     if obs and obs.ours:
         pdir, _ = obs.gens[obs.attached_id]
@@ -437,7 +443,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))
         crashpoint("after-pin")
-        _swap(iface, ifindex, built.prog_fd, sess.config, opts)
+        _swap(iface, ifindex, built.prog_fd, xdp_mode)
         crashpoint("after-swap")
     except BaseException:
         bpffs.rmtree(gen_dir)
@@ -450,7 +456,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     _drain_old_events(sess, iface)
     sess.state.interfaces[iface.key] = InterfaceRecord(
         netns=iface.netns, name=iface.name, ifindex=ifindex, mode=built.mode, prog_id=root_id,
-        fingerprint=fp, generation=gen, pin_dir=str(gen_dir), xdp_mode=sess.config.xdp_mode,
+        fingerprint=fp, generation=gen, pin_dir=str(gen_dir), xdp_mode=xdp_mode,
         programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                 e.program, e.digest,
                                 built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i)
@@ -476,11 +482,10 @@ def _drain_old_events(sess: Session, iface: InterfaceRef) -> None:
         pass
 
 
-def _swap(iface: InterfaceRef, ifindex: int, prog_fd: int, cfg: config_mod.Config,
-          opts: Options) -> None:
+def _swap(iface: InterfaceRef, ifindex: int, prog_fd: int, xdp_mode: str) -> None:
     import errno
 
-    mode = _xdp_flags(cfg)
+    mode = libbpf.XDP_MODES[xdp_mode]
     try:
         with netns(iface.netns):
             attached = libbpf.xdp_query_id(ifindex)

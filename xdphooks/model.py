@@ -261,7 +261,7 @@ class Problem:
 
     def __str__(self) -> str:
         who = f"plugin {self.plugin!r}: " if self.plugin else ""
-        fix = f" (fix: {self.fix})" if self.fix else ""
+        fix = f" — fix: {self.fix}" if self.fix else ""  # as XdphooksError.line()
         return f"{self.severity}: {who}{self.message}{fix}"
 
 

@@ -71,17 +71,20 @@ def resolve(
     """
     problems: list[Problem] = []
     out: list[Placed] = []
-    seen: dict[str, str] = {}
-    dupes: set[str] = set()
+    declarers: dict[str, list[str]] = {}
     for plugin, prog in declared:
-        if prog.name in seen:
-            dupes.add(prog.name)
+        declarers.setdefault(prog.name, []).append(plugin)
+    dupes = {name for name, plugins in declarers.items() if len(plugins) > 1}
+    # Every plugin involved gets the error: neither program is used, so each plugin's
+    # interfaces keep what runs (whichever was there first is not known here).
+    for name in sorted(dupes):
+        for plugin in sorted(set(declarers[name])):
+            others = sorted(set(declarers[name]) - {plugin})
             problems.append(Problem(
                 "error", plugin,
-                f"program name {prog.name!r} is also declared by plugin {seen[prog.name]!r}",
+                f"program name {name!r} is also declared by "
+                + (", ".join(f"plugin {o!r}" for o in others) if others else "this plugin"),
                 "rename one of them; names must be unique across plugins"))
-        else:
-            seen[prog.name] = plugin
     for plugin, prog in declared:
         if prog.name in dupes:
             continue
@@ -98,11 +101,18 @@ def resolve(
             continue
         program = prog.program
         if program is None:
-            if len(fact.programs) != 1:
-                found = ", ".join(fact.programs) or "none"
+            if not fact.programs:
                 problems.append(Problem(
                     sev, plugin,
-                    f"{prog.name}: {fact.path} has {len(fact.programs)} XDP programs ({found})",
+                    f"{prog.name}: {fact.path} has no XDP program (no SEC(\"xdp\") function; "
+                    "built for another program type?)",
+                    "point the declaration at an object with an XDP program"))
+                continue
+            if len(fact.programs) != 1:
+                problems.append(Problem(
+                    sev, plugin,
+                    f"{prog.name}: {fact.path} has {len(fact.programs)} XDP programs "
+                    f"({', '.join(fact.programs)})",
                     "set XdpProgram(program=...) to the function to run"))
                 continue
             program = fact.programs[0]

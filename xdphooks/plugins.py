@@ -168,6 +168,8 @@ def discover(paths: Paths, disable: frozenset[str] | set[str] = frozenset(),
         # the opened file, so a file swapped in after _drop_ins() is refused, not run.
         try:
             source = read_trusted(path, "plugin file", plugin=name)
+        except FileNotFoundError:  # removed since it was listed: gone, not broken
+            continue
         except XdphooksError as e:
             plugins.failures.append(Failure(name, e.message, e.fix))
             continue

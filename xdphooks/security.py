@@ -43,7 +43,7 @@ def check_trusted_dirs(path: Path, what: str, plugin: str | None = None) -> None
             if st.st_uid != 0:
                 raise PermissionRefused(f"{what}: directory {cur} is a symlink owned by uid "
                                         f"{st.st_uid}", plugin=plugin,
-                                        fix="remove the symlink")
+                                        fix=f"remove the symlink {cur} (rm {cur})")
             check_trusted_dirs(Path(os.path.realpath(cur)), what, plugin)
         else:
             sticky = st.st_mode & stat.S_ISVTX

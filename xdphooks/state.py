@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -96,7 +97,9 @@ def load(path: Path) -> tuple[State, str]:
     except StateError:
         raise
     except Exception as e:  # noqa: BLE001 - any damage means "rebuild"
-        return State(), f"state file {path} is corrupt ({type(e).__name__}); rebuilt from the kernel"
+        return State(), (f"state file {path} is corrupt ({type(e).__name__}); what runs is "
+                         "read from the kernel and the pins instead — fix: none needed; "
+                         "'xdphooks reconcile' (as root) rewrites it")
 
 
 def save(path: Path, state: State) -> None:
@@ -135,8 +138,19 @@ class Lock:
         import filelock
 
         ensure_private_dir(self.path.parent, 0o700)
-        if self.path.is_symlink():
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
             raise LockError(f"lock {self.path} is a symlink (planted?)",
+                            fix=f"remove {self.path} and run again")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise LockError(f"lock {self.path} is not a regular file (planted?)",
+                            fix=f"remove {self.path} and run again")
+        if st is not None and st.st_uid != os.geteuid():
+            raise LockError(f"lock {self.path} is owned by uid {st.st_uid}, not "
+                            f"{'root' if os.geteuid() == 0 else os.geteuid()} (planted?)",
                             fix=f"remove {self.path} and run again")
         self._lock = filelock.UnixFileLock(str(self.path), timeout=self.timeout)
         t0 = time.monotonic()

@@ -112,7 +112,9 @@ def load_dispatcher(path: Path, policies: list, counters: bool = True,
 
 
 def _tail(log: str, n: int = 8) -> str:
-    return "\n".join(log.strip().splitlines()[-n:])
+    from .static import verifier_log
+
+    return "\n".join(ln for ln in verifier_log(log).strip().splitlines()[-n:])
 
 
 def _pick_program(obj: libbpf.BpfObject, entry: ChainEntry) -> libbpf.Program:

@@ -130,35 +130,59 @@ def _check_limits(ctx: BuildContext, results, rootlet: Path) -> None:
         data |= res.data_sections
     total = n_maps + len(data)
     if total > MAX_USED_MAPS:
-        worst = ", ".join(f"{k} {v}" for k, v in sorted(per_prog.items(), key=lambda kv: -kv[1])[:3])
+        ranked = sorted(per_prog.items(), key=lambda kv: -kv[1])
+        worst = ", ".join(f"{k} {v}" for k, v in ranked[:3])
+        culprit = next(e for e in ctx.chain.entries if e.name == ranked[0][0])
         raise LimitError(f"interface {ctx.interface}: the linked program would use {total} maps, "
                          f"the kernel allows {MAX_USED_MAPS} per program (largest: {worst})",
+                         plugin=culprit.plugin,
                          fix="move some programs to another interface or use mode = \"freplace\"")
+
+
+_VERIFIER_STATS = ("processed ", "verification time", "stack depth", "Func#")
+
+
+def verifier_log(log: str) -> str:
+    """The verifier's log inside libbpf's output (between its BEGIN/END PROG LOAD LOG
+    markers; the last one if several), or all lines not from libbpf itself."""
+    blocks = re.findall(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
+    if blocks:
+        return blocks[-1]
+    return "\n".join(ln for ln in log.splitlines() if not ln.startswith("libbpf: "))
 
 
 def _verifier_error(ctx: BuildContext, err: KernelError, results) -> Exception:
     log = err.log or ""
-    lines = [ln for ln in log.splitlines() if ln.strip()]
-    tail = "\n".join(lines[-25:])
+    body = verifier_log(log)  # the kernel's own words, without libbpf's chatter
+    lines = [ln for ln in body.splitlines() if ln.strip()]
+    tail = "\n".join(lines[-12:])
+    said = [ln for ln in lines if not ln.startswith(_VERIFIER_STATS)]
     slot_re = re.compile(r"xdph_slot_(\d+)")
     culprit = None
-    for m in re.finditer(r"Validating (\S+)\(\) func#\d+", log):
+    for m in re.finditer(r"Validating (\S+)\(\) func#\d+", body):
         culprit = m.group(1)
     if culprit is None:  # fall back to the last slot/prefixed name the log mentions
-        for m in re.finditer(r"\b(xdph_slot_\d+|s\d+_\w+)", log):
+        for m in re.finditer(r"\b(xdph_slot_\d+|s\d+_\w+)", body):
             culprit = m.group(1)
     entry = None
     if culprit:
         m = slot_re.search(culprit) or re.match(r"s(\d+)_", culprit)
         if m and int(m.group(1)) < len(ctx.chain.entries):
             entry = ctx.chain.entries[int(m.group(1))]
+    stack = re.search(r"combined stack size of (\d+) calls is (\d+)", log)
+    if stack and results:
+        # The verifier does not say whose frames were too deep (its log names whatever it
+        # checked last): blame the component whose own frames are deepest.
+        depths = [_stack_estimate(getattr(r, "path", "")) for r in results]
+        if max(depths) > 0:
+            entry = ctx.chain.entries[depths.index(max(depths))]
     who = "the rootlet"
     if entry is not None:
         res = results[list(ctx.chain.entries).index(entry)]
         who = (f"program {entry.name!r} (function {res.program!r} in "
                f"{os.path.basename(entry.object)})")
     plugin = entry.plugin if entry else None
-    m = re.search(r"combined stack size of (\d+) calls is (\d+)", log)
+    m = stack
     if m:
         return LimitError(f"interface {ctx.interface}: {who} needs too much stack: the chain "
                           f"uses {m.group(2)} bytes, the kernel allows {MAX_STACK}",
@@ -180,9 +204,39 @@ def _verifier_error(ctx: BuildContext, err: KernelError, results) -> Exception:
                            fix=f"remove the stale pin under {ctx.paths.pin_root / 'maps'} "
                                "(its contents are lost) and retry")
     return VerifierError(f"interface {ctx.interface}: the verifier rejected {who}: "
-                         f"{lines[-1] if lines else err.message}",
+                         f"{said[-1] if said else err.message}",
                          errno=err.errno, log=log, plugin=plugin, detail=tail,
                          fix="fix the program, or leave it out of the chain")
+
+
+def _stack_estimate(path: str) -> int:
+    """Bytes of stack a rewritten component needs: its deepest frame plus the deepest
+    other function's (a callee). From fp-relative accesses (``[r10 - n]``, and
+    ``rX = r10; rX += -n`` pointers handed to helpers); 0 if it cannot tell."""
+    from ..link import elf as E
+    try:
+        elf = E.read_elf(path)
+    except Exception:  # noqa: BLE001 - only an estimate for a message
+        return 0
+    frames = []
+    for sym in elf.symbols:
+        if sym.type != E.STT_FUNC or not 0 < sym.shndx < len(elf.sections):
+            continue
+        code = elf.sections[sym.shndx].data
+        end = sym.value + sym.size if sym.size else len(code)
+        deepest, fp_copies = 0, set()
+        for off in range(sym.value, min(end, len(code)) - 7, 8):
+            op, regs, disp, imm = struct.unpack_from("<BBhi", code, off)
+            dst, src, cls = regs & 0xF, regs >> 4, op & 7
+            if cls in (1, 2, 3) and (src if cls == 1 else dst) == 10 and disp < 0:
+                deepest = max(deepest, -disp)  # LDX / ST / STX at [r10 - n]
+            elif op == 0xBF:  # rX = rY
+                (fp_copies.add if src == 10 else fp_copies.discard)(dst)
+            elif op == 0x07 and dst in fp_copies and imm < 0:  # rX += -n
+                deepest = max(deepest, -imm)
+        frames.append(deepest)
+    frames.sort(reverse=True)
+    return sum(frames[:2])
 
 
 def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
@@ -193,9 +247,13 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     t0 = time.perf_counter()
     entries = list(ctx.chain.entries)
     if len(entries) > MAX_SLOTS:
-        raise LimitError(f"interface {ctx.interface}: {len(entries)} programs, the static "
-                         f"backend supports at most {MAX_SLOTS}",
-                         fix="remove programs or spread them over interfaces")
+        per_plugin: dict[str, int] = {}
+        for e in entries:
+            per_plugin[e.plugin] = per_plugin.get(e.plugin, 0) + 1
+        plugin, n = max(per_plugin.items(), key=lambda kv: kv[1])
+        raise LimitError(f"interface {ctx.interface}: {len(entries)} programs ({n} of them "
+                         f"from this plugin), the static backend supports at most {MAX_SLOTS}",
+                         plugin=plugin, fix="remove programs or spread them over interfaces")
     rootlet = rootlet_path(ctx.data_dir, len(entries))
     work = Path(ctx.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,15 @@ def ensure(path: Path, mount: bool = True) -> None:
         return
     if not mount:
         raise XdphooksError(f"{path} is not a bpffs mount", fix=f"mount -t bpf bpf {path}")
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        what = "not a directory" if isinstance(e, (FileExistsError, NotADirectoryError)) \
+            else e.strerror
+        raise XdphooksError(f"no bpffs at {path}, and no directory can be made there to mount "
+                            f"one ({what})",
+                            fix="pass --bpffs DIR (or XDPHOOKS_BPFFS) naming a directory, "
+                                "normally /sys/fs/bpf") from None
     if _libc.mount(b"bpf", os.fsencode(path), b"bpf", 0, b"mode=0700") != 0:
         err = ctypes.get_errno()
         raise XdphooksError(f"no bpffs at {path} and mounting one failed: {os.strerror(err)}",
