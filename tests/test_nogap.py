@@ -161,6 +161,8 @@ def test_no_gap_under_traffic(xh, veth, bpf_obj, mode, tmp_path):
             now_id = coordinator._attached_id(iface)
             assert now_id and now_id != prev_id, f"change {i} ({kind}) did not swap the chain"
             swaps, prev_id = swaps + 1, now_id
+            if swaps % 100 == 0 or IN_VM and swaps % 10 == 0:
+                sys.stderr.write(f"[nogap {mode}] {swaps} swaps, {time.monotonic() - t0:.0f} s\n")
         took = time.monotonic() - t0
         time.sleep(0.3)
     finally:

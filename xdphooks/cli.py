@@ -170,7 +170,9 @@ def cmd_reconcile(args, paths) -> int:
 
 
 def cmd_plan(args, paths) -> int:
-    from .coordinator import Options, gather
+    from .coordinator import Options, gather, require_root
+
+    require_root("plan", reads=True)
 
     sess = gather(paths, Options(disable=frozenset(args.disable)))
     plan = sess.plan
@@ -186,14 +188,14 @@ def cmd_plan(args, paths) -> int:
     else:
         for p in plan.problems:
             print(p)
-        if not plan.pending:
-            print("nothing to do")
         for c in plan.changes:
             if c.action == "keep" and not c.reason.startswith("refused"):
                 continue
             chain = " → ".join(f"{e.name}({e.priority})" for e in c.desired.entries) \
                 if c.desired else "∅"
             print(f"{c.action:8} {c.interface}: {chain}  [{c.reason}]")
+        if not plan.pending:
+            print("nothing to do" if not plan.errors else "nothing would change")
     return EXIT_ERROR if plan.errors and not plan.pending else EXIT_OK
 
 

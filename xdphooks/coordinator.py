@@ -107,9 +107,11 @@ class Result:
         return 3 if self.applied else 1
 
 
-def require_root(what: str) -> None:
+def require_root(what: str, reads: bool = False) -> None:
     if os.geteuid() != 0:
-        raise PermissionRefused(f"{what} changes the kernel's packet path and needs root",
+        why = ("reads the pinned chains, which only root may see" if reads
+               else "changes the kernel's packet path")
+        raise PermissionRefused(f"{what} {why} and needs root",
                                 fix=f"run it as root (sudo xdphooks {what}); "
                                     "'xdphooks status' works without root")
 
@@ -255,7 +257,7 @@ def gather(paths: Paths, opts: Options) -> Session:
     for iface, chain in desired.items():
         have = running.get(iface)
         if have is None or have.fingerprint != chain.fingerprint():
-            problems += [Problem(p.severity, p.plugin, f"{iface}: {p.message}", p.fix)
+            problems += [Problem(p.severity, p.plugin, f"{iface}: {p.message}", p.fix, iface)
                          for p in plugins.validate(iface, chain)]
     # A plugin that failed to load or declare is an error (its programs cannot run);
     # one whose later hook failed is a warning (the change goes ahead).

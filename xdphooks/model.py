@@ -258,6 +258,7 @@ class Problem:
     plugin: str | None
     message: str
     fix: str = ""
+    interface: InterfaceRef | None = None  # set: concerns this interface only (a veto)
 
     def __str__(self) -> str:
         who = f"plugin {self.plugin!r}: " if self.plugin else ""

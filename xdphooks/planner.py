@@ -252,9 +252,10 @@ def refusals(
     """Interfaces whose change must be refused, with the first reason.
 
     An error about a plugin refuses every interface where that plugin's
-    programs run or would run; a broken plugin refuses the interfaces where
-    its programs run now (its declarations are unknown, so nothing may be
-    removed on its behalf). Errors naming no plugin refuse everything.
+    programs run or would run, or only the interface it names (a veto); a
+    broken plugin refuses the interfaces where its programs run now (its
+    declarations are unknown, so nothing may be removed on its behalf).
+    Errors naming neither a plugin nor an interface refuse everything.
     """
     out: dict[InterfaceRef, str] = {}
     broken = set(broken_plugins)
@@ -262,6 +263,8 @@ def refusals(
         if prob.severity != "error":
             continue
         for iface in sorted(set(desired) | set(running)):
+            if prob.interface is not None and prob.interface != iface:
+                continue
             chain = desired.get(iface)
             run = running.get(iface)
             plugins = set(e.plugin for e in chain.entries) if chain else set()

@@ -160,7 +160,7 @@ def discover(paths: Paths, disable: frozenset[str] | set[str] = frozenset(),
 
     files = _drop_ins(paths, plugins)
     if entry_points and not os.environ.get("XDPHOOKS_DISABLE_ENTRY_POINTS"):
-        _load_entry_points(pm, plugins, skip=set(files))
+        _load_entry_points(pm, plugins, skip=set(files) | set(plugins.masked))
     for name, path in sorted(files.items()):
         if pm.is_blocked(name):
             continue

@@ -13,6 +13,9 @@ import os
 import platform
 from pathlib import Path
 
+from .errors import XdphooksError
+from .security import ensure_private_dir
+
 CACHE_NAME = "probe.json"
 PROBE_PROG = "xdph_probe_ext"
 XDP_TX = 3
@@ -97,11 +100,11 @@ def probe_freplace(cache_dir: Path, data_dir: Path | None = None,
             f" ({last[0].strip()})" if last else "")
     if boot:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(cache.parent, 0o700)  # the lock's directory: root-only
             tmp = cache.with_name(f".{CACHE_NAME}.{os.getpid()}")
             tmp.write_text(json.dumps({"boot_id": boot, "works": works, "reason": reason,
                                        "kernel": platform.release()}))
             os.replace(tmp, cache)
-        except OSError:
+        except (OSError, XdphooksError):  # a cache we cannot write is no error
             pass
     return works, reason
