@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shutil
 import struct
@@ -38,6 +39,7 @@ def entry(name: str, obj, policy: str | VerdictPolicy = "", program=None, pin_ma
           plugin: str | None = None) -> ChainEntry:
     pol = policy if isinstance(policy, VerdictPolicy) else VerdictPolicy.parse(policy)
     return ChainEntry(name, plugin or f"plug-{name}", str(obj), program, 50, pol,
+                      digest=hashlib.sha256(Path(obj).read_bytes()).hexdigest(),
                       pin_maps=pin_maps)
 
 

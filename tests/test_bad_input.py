@@ -405,6 +405,30 @@ def _vanishing(c: Ctx, cmd: list[str], hook: str = VANISH_NOW) -> Expect:
     return Expect(b.iface, check=check, same_state=False)
 
 
+SWAP_OBJECT = """
+    import os
+    @hookimpl
+    def xdphooks_validate_chain(interface, chain):
+        # runs after planning (the object was checked and digested), before the build:
+        # the object is replaced, as a racing package transaction or an attacker would
+        path = {path!r}
+        with open(path + ".new", "wb") as f:
+            f.write(open({other!r}, "rb").read())
+        os.chmod(path + ".new", 0o644)
+        os.replace(path + ".new", path)
+"""
+
+
+@kind("object_swapped_after_check")
+def _(c):
+    dst = c.bad_object(c.bpf_obj("count_pass"))
+    c.badguy(extra="", source=BAD.format(name="bg", obj="bg.o", prio=10, iface=c.iface,
+                                         extra="")
+             + textwrap.dedent(SWAP_OBJECT.format(path=str(dst),
+                                                  other=str(c.bpf_obj("drop_icmp")))))
+    return Expect(BADGUY)
+
+
 @kind("interface_vanishes", setup=second_pair)
 def _(c):
     b = c.pairs[0]

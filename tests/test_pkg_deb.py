@@ -79,6 +79,10 @@ def test_deb_lifecycle(env, pkgs):
     assert env.attached_prog_id() is None
     assert env.ping_ok()
     assert dpkg_status("xdphooks")[:2] in ("", "rc", "un"), dpkg_status("xdphooks")
+    assert not (env.root / "run/xdphooks").exists()  # removal takes the lock dir along
+    assert (env.root / "var/lib/xdphooks").exists()  # state stays until purge
+    env.dpkg("--purge", "xdphooks")
+    assert not (env.root / "var/lib/xdphooks").exists()
 
 
 def test_deb_framework_and_plugins_in_one_run(env, pkgs):

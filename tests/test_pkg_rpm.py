@@ -76,6 +76,7 @@ def test_rpm_lifecycle(env, pkgs):
     # Erase the framework (dnf takes the firewall along): torn down.
     env.dnf("remove", "xdphooks")
     assert env.attached_prog_id() is None
+    assert not (env.root / "run/xdphooks").exists()  # erase takes the lock dir along
     assert pu.installed_rpms() == []
     assert env.ping_ok()
 

@@ -51,7 +51,8 @@ def checks(paths: Paths) -> list[tuple[bool | None, str, str]]:
 
     try:
         cfg = config_mod.load(paths.config_file)
-        out.append((True, f"config {paths.config_file}", f"mode = {cfg.mode}"))
+        present = "" if paths.config_file.exists() else " (no file: all defaults)"
+        out.append((True, f"config {paths.config_file}", f"mode = {cfg.mode}{present}"))
         if root:
             mode, why = resolve_mode(paths, cfg)
             out.append((None, "chains will use", f"{mode} ({why})"))

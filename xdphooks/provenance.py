@@ -62,20 +62,36 @@ def _dpkg_index() -> dict[str, str]:
     return index
 
 
+def _dpkg_version(pkg: str) -> str:
+    """The installed version, from dpkg's status file ("" if unknown)."""
+    try:
+        text = (DPKG_INFO.parent / "status").read_text(errors="replace")
+    except OSError:
+        return ""
+    for stanza in text.split("\n\n"):
+        if stanza.startswith(f"Package: {pkg}\n"):
+            for line in stanza.splitlines():
+                if line.startswith("Version: "):
+                    return line[9:].strip()
+    return ""
+
+
 def dpkg_owner(path: str, index: dict[str, str]) -> tuple[str, bool] | None:
     pkg = index.get(path)
     if not pkg:
         return None
+    version = _dpkg_version(pkg)
+    label = f"{pkg}_{version} (deb)" if version else f"{pkg} (deb)"
     rel = path.lstrip("/")
     for md5s in (DPKG_INFO / f"{pkg}.md5sums", *DPKG_INFO.glob(f"{pkg}:*.md5sums")):
         try:
             for line in md5s.read_text().splitlines():
                 digest, _, name = line.partition("  ")
                 if name == rel:
-                    return f"{pkg} (deb)", _file_hash(path, "md5") == digest
+                    return label, _file_hash(path, "md5") == digest
         except OSError:
             continue
-    return f"{pkg} (deb)", True
+    return label, True
 
 
 def owner(path: str, dpkg_index: dict[str, str]) -> tuple[str, bool] | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model import Chain, InterfaceRef
+from ..errors import ObjectError
+from ..model import Chain, ChainEntry, InterfaceRef
 from ..paths import Paths
+from ..security import read_trusted
 
 
 @dataclass
@@ -27,6 +30,21 @@ class BuildContext:
     data_dir: Path  # prebuilt objects shipped with xdphooks (rootlet, dispatcher)
     counters: bool = True
     previous: PreviousChain | None = None
+
+    def trusted_object(self, entry: ChainEntry) -> str:
+        """A private copy of ``entry``'s object holding exactly the bytes that were
+        checked and digested at planning time; backends load this, never the
+        original path, so nothing can be swapped in between check and load."""
+        data = read_trusted(Path(entry.object), "BPF object", entry.plugin)
+        if hashlib.sha256(data).hexdigest() != entry.digest:
+            raise ObjectError(f"{entry.name}: {entry.object} changed while the chain was "
+                              "being built", plugin=entry.plugin,
+                              fix="run 'xdphooks reconcile' again once the package "
+                                  "transaction that is writing it has finished")
+        copy = self.workdir / "objects" / entry.name / os.path.basename(entry.object)
+        copy.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        copy.write_bytes(data)
+        return str(copy)
 
     def map_pin_dir(self, program: str) -> Path:
         d = self.paths.map_pin_dir(program)

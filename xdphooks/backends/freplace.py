@@ -131,7 +131,7 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int,
                     slot: int) -> tuple[int, int, dict[str, str]]:
     """Load ``entry`` fresh as an extension of ``slot``; returns (prog fd, link fd, maps)."""
     try:
-        obj = libbpf.BpfObject(entry.object)
+        obj = libbpf.BpfObject(ctx.trusted_object(entry))
     except KernelError as e:
         raise ObjectError(f"{entry.name}: cannot open {entry.object}: {e.message}",
                           plugin=entry.plugin) from None

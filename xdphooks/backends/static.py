@@ -260,7 +260,8 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     results = []
     for i, entry in enumerate(entries):
         out = work / f"slot{i}-{entry.name}.o"
-        results.append(rewrite(entry.object, str(out), i, entry.program, who=entry.plugin))
+        results.append(rewrite(ctx.trusted_object(entry), str(out), i, entry.program,
+                               who=entry.plugin))
     _check_limits(ctx, results, rootlet)
     linked = work / "chain.o"
     try:
