@@ -14,7 +14,7 @@ keep in their own pinned maps and from real sockets:
   every one: none dropped for want of a program.
 
 XDPHOOKS_NOGAP_CHANGES sets the number of changes (default 1000 on the host,
-150 in the VM where the kernel is emulated).
+40 in the VM where the kernel is emulated).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ pytestmark = pytest.mark.kernel
 
 TRAFFIC = Path(__file__).resolve().parent / "traffic.py"
 PORT_DROP, PORT_PASS = 9, 7777
-RATE = 2000  # packets/s, both ports together
+# packets/s, both ports together; the emulated VM spends its CPU on the sender otherwise
+RATE = 300 if IN_VM else 2000
 
 PLUGIN = textwrap.dedent("""
     import json
@@ -123,7 +124,7 @@ def test_no_gap_under_traffic(xh, veth, bpf_obj, mode, tmp_path):
     from xdphooks.model import InterfaceRef
     from xdphooks.paths import Paths
 
-    n_changes = int(os.environ.get("XDPHOOKS_NOGAP_CHANGES", "150" if IN_VM else "1000"))
+    n_changes = int(os.environ.get("XDPHOOKS_NOGAP_CHANGES", "40" if IN_VM else "1000"))
     xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
     for src in ("gap_guard", "gap_guard_v2", "gap_tail", "gap_filler", "gap_filler_v2"):
         xh.add_object(bpf_obj(src), f"{src}.o")
