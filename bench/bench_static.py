@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from static_helpers import entry, make_ctx, private_bpffs  # noqa: E402
+from xdphooks.backends import preflight as pf  # noqa: E402
 from xdphooks.backends import static  # noqa: E402
 from xdphooks.kernel import libbpf  # noqa: E402
 
@@ -125,7 +126,7 @@ def main() -> None:
     comp = cc(COMPONENT, tmp / "comp.o")
     tail = cc(TAIL, tmp / "tail.o")
     call_slots = cc(CALL_SLOTS, tmp / "call_slots.o")
-    pkt = static.ipv4(17, static.udp(40000, 53))
+    pkt = pf.udp(40000, 53)
     results: dict[tuple[str, int], list[float]] = {}
     cp: dict[int, dict[str, list[float]]] = {}
     keep = []

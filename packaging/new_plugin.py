@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Render the packaging of an xdphooks plugin into plugins/NAME/.
+"""Create a new xdphooks plugin directory from plugins/template/.
 
-    packaging/new_plugin.py NAME --summary TEXT [--description TEXT] [--force]
+    packaging/new_plugin.py NAME [--summary TEXT] [--description TEXT] [--dest DIR] [--force]
 
-Writes Makefile, xdphooks-NAME.spec (from rpm/xdphooks-plugin.spec.in) and
-debian/ (from deb/plugin-template/). NAME.bpf.c and NAME.py are yours to write
-(plugins/template/ is a complete example to copy instead).
+Copies the template's BPF source, hook module, Makefile, rpm spec and debian/
+to DIR (default plugins/NAME), renaming "example" to NAME in file names and
+contents, and puts the summary and description into the spec and
+debian/control. The result builds as it is: `make`, rpmbuild,
+dpkg-buildpackage, or `packaging/build-all.sh --plugin-dir DIR --only NAME`.
 """
 
 from __future__ import annotations
@@ -17,59 +19,71 @@ import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEB_TEMPLATE = REPO / "deb" / "plugin-template"
-RPM_TEMPLATE = REPO / "rpm" / "xdphooks-plugin.spec.in"
+TEMPLATE = REPO / "plugins" / "template"
+EXAMPLE = re.compile(r"\bexample\b(?!\.invalid)")  # the name, not the example.invalid addresses
+DEBIAN_FILES = {"changelog", "control", "copyright", "rules", "source"}  # + debian/*.xdphooks
 
 
-def deb_description(text: str) -> str:
-    paras = [textwrap.fill(p, 72) for p in text.strip().split("\n\n")]
-    lines = []
-    for i, p in enumerate(paras):
-        if i:
-            lines.append(" .")
-        lines += [" " + line for line in p.splitlines()]
-    return "\n".join(lines)
+def template_files() -> list[Path]:
+    """The template's sources: not its README, build outputs or debhelper leftovers."""
+    out = []
+    for src in sorted(TEMPLATE.rglob("*")):
+        rel = src.relative_to(TEMPLATE)
+        if not src.is_file() or rel.name == "README.md" or rel.suffix == ".o" \
+                or "__pycache__" in rel.parts:
+            continue
+        if rel.parts[0] == "debian" and rel.parts[1] not in DEBIAN_FILES \
+                and rel.suffix != ".xdphooks":
+            continue
+        out.append(rel)
+    return out
 
 
-def render(name: str, summary: str, description: str, dest: Path, force: bool) -> list[Path]:
-    subst = {"@NAME@": name, "@SUMMARY@": summary}
-    files: dict[Path, str] = {}
-    for src in sorted(DEB_TEMPLATE.rglob("*")):
-        if src.is_file():
-            rel = Path(str(src.relative_to(DEB_TEMPLATE)).replace("@NAME@", name))
-            files[rel] = src.read_text()
-    files[Path(f"xdphooks-{name}.spec")] = RPM_TEMPLATE.read_text()
+def describe(rel: Path, text: str, summary: str, description: str) -> str:
+    """Put the summary and description into the spec and debian/control."""
+    if rel.suffix == ".spec":
+        text = re.sub(r"(?m)^(Summary:\s*).*$", lambda m: m.group(1) + summary, text)
+        body = textwrap.fill(description, 72)
+        text = re.sub(r"(?s)(%description\n).*?(\n\n%prep)", lambda m: m[1] + body + m[2], text)
+    elif rel.as_posix() == "debian/control":
+        paras = [textwrap.fill(p, 72) for p in description.split("\n\n")]
+        body = "\n .\n".join("\n".join(" " + ln for ln in p.splitlines()) for p in paras)
+        text = re.sub(r"(?m)^Description:.*(\n .*)*", lambda m: f"Description: {summary}\n{body}",
+                      text)
+    return text
+
+
+def create(name: str, summary: str, description: str, dest: Path, force: bool) -> list[Path]:
+    ident = name.replace("-", "_")  # the C function name
     written = []
-    for rel, text in files.items():
-        for k, v in subst.items():
-            text = text.replace(k, v)
-        if rel.name == "control":
-            text = text.replace("@DESCRIPTION@", deb_description(description))
-        else:
-            text = text.replace("@DESCRIPTION@", textwrap.fill(description.strip(), 72))
-        out = dest / rel
+    for rel in template_files():
+        src = TEMPLATE / rel
+        text = EXAMPLE.sub(ident if rel.name.endswith(".bpf.c") else name, src.read_text())
+        text = describe(rel, text, summary, description)
+        out = dest / EXAMPLE.sub(name, rel.as_posix())
         if out.exists() and not force and out.read_text() != text:
             raise SystemExit(f"{out} exists and differs (use --force)")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        if rel.name == "rules":
-            out.chmod(0o755)
+        out.chmod(src.stat().st_mode & 0o755)  # debian/rules stays executable
         written.append(out)
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("name")
-    ap.add_argument("--summary", required=True)
-    ap.add_argument("--description", default="")
-    ap.add_argument("--dest", type=Path, help="default: plugins/NAME")
-    ap.add_argument("--force", action="store_true")
+    ap.add_argument("name", help="plugin name: the module, object, program and package name")
+    ap.add_argument("--summary", help='one line; default "xdphooks plugin: NAME"')
+    ap.add_argument("--description", help="longer text; default: the summary")
+    ap.add_argument("--dest", type=Path, help="default: plugins/NAME in this checkout")
+    ap.add_argument("--force", action="store_true", help="overwrite files that differ")
     args = ap.parse_args(argv)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", args.name):
-        ap.error("NAME: lower-case letters, digits and '-', at most 32")
-    for p in render(args.name, args.summary, args.description or args.summary,
-                    args.dest or REPO / "plugins" / args.name, args.force):
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", args.name):
+        ap.error("NAME: a lower-case letter, then lower-case letters, digits and '-', at most 32")
+    summary = args.summary or f"xdphooks plugin: {args.name}"
+    description = (args.description or summary).strip()
+    for p in create(args.name, summary, description, args.dest or REPO / "plugins" / args.name,
+                    args.force):
         print(p.relative_to(REPO) if p.is_relative_to(REPO) else p)
     return 0
 

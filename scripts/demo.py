@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -134,6 +134,25 @@ def teardown(quiet: bool = False) -> None:
         print(f"{GREEN}cleaned up: packages removed, namespaces deleted, private bpffs unmounted{RESET}")
 
 
+DOCTOR_KEEP = ("kernel:", "XDP programs load", "freplace (dynamic linking) works",
+               "chains will use", "interface ")
+
+
+def doctor() -> None:
+    """The doctor lines that matter here, shortened, and what the freplace line means."""
+    lines = xdphooks("doctor").stdout.splitlines()
+    kept = [ln for ln in lines if ln.startswith("[FAIL") or ln[7:].startswith(DOCTOR_KEEP)]
+    kept = [re.sub(r" \(libbpf: [^)]*\)", "", ln) for ln in kept]
+    kept = [re.sub(r"(chains will use: \w+) \(auto: .*\)$", r"\1 (auto)", ln) for ln in kept]
+    print("\n".join(kept or lines))
+    freplace = next((ln for ln in kept if "freplace (dynamic linking) works: False" in ln), "")
+    if freplace:
+        why = ("\"Operation not permitted\": this kernel refuses freplace (dynamic linking)"
+               if "not permitted" in freplace else "freplace (dynamic linking) is unavailable here")
+        print(f"{DIM}{why},\nso the chains use the static backend, which links the programs "
+              f"into one. Expected here, not an error.{RESET}")
+
+
 def deb(pkgdir: Path, name: str, version: str | None = None) -> str:
     pattern = f"{name}_{version or '*'}_*.deb"
     found = sorted(glob.glob(str(pkgdir.resolve() / pattern)))  # apt wants ./ or absolute
@@ -186,15 +205,20 @@ def main() -> int:
         step(6, "What the buggy program did: its TX verdicts were logged and the chain went on")
         out = xdphooks("events").stdout.splitlines()
         print("\n".join(out[:5]) + (f"\n… {len(out) - 5} more" if len(out) > 5 else ""))
-        print(xdphooks("trace", f"{NS_A}/{DEV_A}", "--udp", f"{IP_B}:4000->{IP_A}:9").stdout)
+        print(f"\n{DIM}tracing one UDP packet {IP_B}:4000 → {IP_A}:9 through the chain, "
+              f"program by program ({IP_B} is blocked):{RESET}")
+        print(xdphooks("trace", f"{NS_A}/{DEV_A}", "--udp", f"{IP_B}:4000->{IP_A}:9").stdout,
+              end="")
 
         step(7, "apt-get remove xdphooks-txbuggy: relinked without it")
         apt("remove", "xdphooks-txbuggy")
         show_status()
-        print(xdphooks("doctor").stdout)
+
+        step(8, "xdphooks doctor: what this kernel offers, and which mode the chains use")
+        doctor()
     finally:
         if not args.keep:
-            step(8, "Clean up")
+            step(9, "Clean up")
             teardown()
     return 0
 

@@ -37,7 +37,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import xdphooks, pytest, hypothesis, elftools, virtme_ng" 2>/dev/null; then
   echo ">> pip install"
-  .venv/bin/pip install -q -e '.[test]' virtme-ng
+  PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/pip install -q -e '.[test]' virtme-ng
 fi
 
 # Prebuilt BPF objects shipped with the package (rootlet, dispatcher).

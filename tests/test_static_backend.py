@@ -11,12 +11,13 @@ import pytest
 from conftest import build_test_object, require_kernel
 from static_helpers import (ACTION, XDPFILT_UDP, entry, make_ctx, pin_update, private_bpffs,
                             seen, set_verdict)
+from xdphooks.backends import preflight as pf
 from xdphooks.backends import static
 from xdphooks.counters import read_counters, read_events
 from xdphooks.errors import LimitError, ObjectError, VerifierError
 
 pytestmark = pytest.mark.kernel
-UDP53 = static.ipv4(17, static.udp(40000, 53))
+UDP53 = pf.udp(40000, 53)
 
 
 @pytest.fixture
@@ -48,10 +49,11 @@ def test_chain_lengths(fs, ret_obj, n):
         assert built.mode == "static" and len(set(built.slot_prog_ids)) == 1
         assert len(built.slot_prog_ids) == n
         assert set(built.pins) == {"root", "counters", "events"}
-        base = [seen(built, nm) for nm in names]  # the pre-flight's 4 canned packets
-        assert base == [4] * len(names)
+        k = len(pf.CANNED)
+        base = [seen(built, nm) for nm in names]  # the pre-flight's canned packets
+        assert base == [k] * len(names)
         assert run(built) == ACTION["pass"]  # everyone passes: chain end passes
-        assert [seen(built, nm) for nm in names] == [5] * len(names)  # each ran, own map
+        assert [seen(built, nm) for nm in names] == [k + 1] * len(names)  # each ran, own map
         set_verdict(built, names[-1], ACTION["drop"])
         assert run(built) == ACTION["drop"]
         c = read_counters(built.pins["counters"], n)
@@ -60,7 +62,7 @@ def test_chain_lengths(fs, ret_obj, n):
         if len(names) == 3:  # a drop in the middle ends the chain there
             set_verdict(built, names[1], ACTION["drop"])
             assert run(built) == ACTION["drop"]
-            assert [seen(built, nm) for nm in names] == [7, 7, 6]
+            assert [seen(built, nm) for nm in names] == [k + 3, k + 3, k + 2]
             c = read_counters(built.pins["counters"], n)
             assert c[ret_at[1]]["packets"] == 3 and c[ret_at[1] + 1]["packets"] == 2
     finally:
@@ -113,7 +115,7 @@ def test_same_function_and_map_names(fs, ret_obj):
         assert run(built) == ACTION["drop"]
         set_verdict(built, "one", ACTION["tx"])
         assert run(built) == ACTION["tx"]
-        assert (seen(built, "one"), seen(built, "two")) == (4 + 2, 4 + 1)
+        assert (seen(built, "one"), seen(built, "two")) == (len(pf.CANNED) + 2, len(pf.CANNED) + 1)
     finally:
         built.close()
 
@@ -131,11 +133,11 @@ def test_xdp_filter_unmodified(fs, ret_obj):
         ncpu = libbpf.num_possible_cpus()
         key = struct.unpack("<H", struct.pack("!H", 5353))[0]
         pin_update(ports, key, struct.pack("<Q", 0x2 | 0x8) * ncpu)
-        assert run(built, static.ipv4(17, static.udp(40000, 5353))) == ACTION["pass"]
-        assert run(built, static.ipv4(17, static.udp(40000, 5354))) == ACTION["drop"]
-        assert run(built, static.ipv4(6, static.tcp(40000, 5353))) == ACTION["drop"]
-        assert run(built, static.ipv6(17, static.udp(40000, 5353))) == ACTION["pass"]
-        assert seen(built, "ours") == 4 + 4
+        assert run(built, pf.udp(40000, 5353)) == ACTION["pass"]
+        assert run(built, pf.udp(40000, 5354)) == ACTION["drop"]
+        assert run(built, pf.tcp(40000, 5353)) == ACTION["drop"]
+        assert run(built, pf.ipv6(17, pf.udp_hdr(40000, 5353))) == ACTION["pass"]
+        assert seen(built, "ours") == len(pf.CANNED) + 4
     finally:
         built.close()
 
@@ -150,9 +152,9 @@ def test_xdp_filter_allow_mode_drops_port(fs, ret_obj):
         ncpu = libbpf.num_possible_cpus()
         key = struct.unpack("<H", struct.pack("!H", 53))[0]
         pin_update(built.maps["filt"]["filter_ports"], key, struct.pack("<Q", 0xA) * ncpu)
-        assert run(built, static.ipv4(17, static.udp(40000, 53))) == ACTION["drop"]
-        assert run(built, static.ipv4(17, static.udp(40000, 54))) == ACTION["pass"]
-        assert run(built, static.ipv4(6, static.tcp(40000, 53))) == ACTION["pass"]
+        assert run(built, pf.udp(40000, 53)) == ACTION["drop"]
+        assert run(built, pf.udp(40000, 54)) == ACTION["pass"]
+        assert run(built, pf.tcp(40000, 53)) == ACTION["pass"]
     finally:
         built.close()
 
@@ -168,7 +170,7 @@ def test_relink_keeps_map_contents(fs, ret_obj):
     try:
         assert run(second) == ACTION["drop"]
         # same map: the count continues (+4 pre-flight packets, +1 run)
-        assert seen(second, "keep") == before + 4 + 1
+        assert seen(second, "keep") == before + len(pf.CANNED) + 1
     finally:
         second.close()
 

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
-/* example: the xdphooks plugin template. Copy plugins/template/, rename
- * "example" everywhere (file names included), and write your program.
+/* example: an xdphooks plugin (packaging/new_plugin.py NAME copies
+ * plugins/template/ under a new name).
  *
  * It is an ordinary XDP object: build it with clang -target bpf, load it
  * with anything. xdphooks chains it with the other installed plugins.
- * This one counts bytes seen and passes every packet.
+ * This one counts the bytes it sees and passes every packet: replace it
+ * with your program.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

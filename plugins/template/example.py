@@ -1,4 +1,4 @@
-"""xdphooks plugin "example" (package xdphooks-example): the template.
+"""xdphooks plugin "example" (package xdphooks-example).
 
 This module is installed as /usr/lib/xdphooks/plugins/example.py; its object
 as /usr/lib/xdphooks/bpf/example.bpf.o. Declare your programs here; the

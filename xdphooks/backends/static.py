@@ -20,6 +20,7 @@ from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import Decision
 from .base import BuildContext, BuiltChain
+from .preflight import CANNED
 
 MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS
 MAX_USED_MAPS = 64  # kernel MAX_USED_MAPS
@@ -65,56 +66,6 @@ def _symbol_offset(path: str, name: str) -> tuple[str, int]:
         if s.name == name and 0 < s.shndx < len(elf.sections):
             return elf.sections[s.shndx].name, s.value
     raise ObjectError(f"linked object has no symbol {name}", fix="reinstall xdphooks")
-
-
-# --- canned packets for the pre-flight ---------------------------------------------
-
-
-def _csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def eth(proto: int, payload: bytes, src=b"\x02\0\0\0\0\x01", dst=b"\x02\0\0\0\0\x02") -> bytes:
-    return dst + src + struct.pack("!H", proto) + payload
-
-
-def ipv4(proto: int, payload: bytes, src=bytes([192, 0, 2, 1]), dst=bytes([192, 0, 2, 2])) -> bytes:
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0, src, dst)
-    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
-    return eth(0x0800, hdr + payload)
-
-
-def ipv6(nh: int, payload: bytes, src=b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\1",
-         dst=b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\2") -> bytes:
-    return eth(0x86DD, struct.pack("!IHBB16s16s", 6 << 28, len(payload), nh, 64, src, dst) + payload)
-
-
-def udp(sport: int, dport: int, data: bytes = b"xdphooks") -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
-
-
-def tcp(sport: int, dport: int, flags: int = 0x02) -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
-
-
-def arp() -> bytes:
-    return eth(0x0806, struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, b"\x02\0\0\0\0\x01",
-                                   bytes([192, 0, 2, 1]), b"\0" * 6, bytes([192, 0, 2, 2])),
-               dst=b"\xff" * 6)
-
-
-def canned_packets() -> dict[str, bytes]:
-    return {
-        "ipv4-udp": ipv4(17, udp(40000, 53)),
-        "ipv4-tcp": ipv4(6, tcp(40000, 80)),
-        "ipv6-udp": ipv6(17, udp(40000, 53)),
-        "arp": arp(),
-    }
 
 
 # --- build ----------------------------------------------------------------------------------
@@ -351,7 +302,7 @@ def preflight_check(ctx: BuildContext, prog_fd: int, entries) -> dict[str, int]:
     """Test-run canned packets; refuse a program that fails or returns nonsense."""
     can_forward_unknown = any(e.policy.decision("unknown") is Decision.RETURN for e in entries)
     out = {}
-    for name, pkt in canned_packets().items():
+    for name, pkt in CANNED.items():
         try:
             res = libbpf.prog_test_run(prog_fd, pkt)
         except KernelError as e:
@@ -379,5 +330,5 @@ def reset_after_preflight(counters_fd: int, events_fd: int) -> None:
         pass
 
 
-__all__ = ["build", "canned_packets", "encode_config", "rootlet_path", "preflight_check",
+__all__ = ["build", "encode_config", "rootlet_path", "preflight_check",
            "MAX_SLOTS", "last_timings"]
