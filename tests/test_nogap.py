@@ -14,7 +14,7 @@ keep in their own pinned maps and from real sockets:
   every one: none dropped for want of a program.
 
 XDPHOOKS_NOGAP_CHANGES sets the number of changes (default 1000 on the host,
-40 in the VM where the kernel is emulated).
+25 in the VM where the kernel is emulated).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_no_gap_under_traffic(xh, veth, bpf_obj, mode, tmp_path):
     from xdphooks.model import InterfaceRef
     from xdphooks.paths import Paths
 
-    n_changes = int(os.environ.get("XDPHOOKS_NOGAP_CHANGES", "40" if IN_VM else "1000"))
+    n_changes = int(os.environ.get("XDPHOOKS_NOGAP_CHANGES", "25" if IN_VM else "1000"))
     xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
     for src in ("gap_guard", "gap_guard_v2", "gap_tail", "gap_filler", "gap_filler_v2"):
         xh.add_object(bpf_obj(src), f"{src}.o")
