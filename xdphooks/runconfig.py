@@ -62,24 +62,24 @@ def read_run_config(path: str, program: str, plugin: str | None = None) -> RunCo
                 continue
             st = btf.resolve(var.size_type)
             if st.kind != KIND_STRUCT:
-                raise ValueError(f"{want} is not a struct")
+                raise ValueError(f"{E.shown(want)} is not a struct")
             priority, actions = None, {"pass"}
             explicit = False
             for name_off, mtype, _moff in st.members():
                 mname = btf.string(name_off)
                 mt = btf.resolve(mtype)
                 if mt.kind != KIND_PTR:
-                    raise ValueError(f"member {mname} is not a __uint() value")
+                    raise ValueError(f"member {E.shown(mname)} is not a __uint() value")
                 arr = btf.resolve(mt.size_type)
                 if arr.kind != KIND_ARRAY:
-                    raise ValueError(f"member {mname} is not a __uint() value")
+                    raise ValueError(f"member {E.shown(mname)} is not a __uint() value")
                 value = arr.array()[2]
                 if mname == "priority":
                     priority = value
                 elif mname.startswith("XDP_"):
                     act = mname[4:].lower()
                     if act not in ACTIONS:
-                        raise ValueError(f"unknown action {mname}")
+                        raise ValueError(f"unknown action {E.shown(mname)}")
                     explicit = True
                     if value:
                         actions.add(act)
@@ -89,7 +89,7 @@ def read_run_config(path: str, program: str, plugin: str | None = None) -> RunCo
             return RunConfig(priority,
                              tuple(a for a in ACTIONS if a in actions) if explicit else None)
     except (IndexError, ValueError) as e:
-        raise ObjectError(f"object {path}: bad {SECTION} metadata for {program!r} ({e})",
-                          plugin=plugin, fix="fix the XDP_RUN_CONFIG declaration or set priority/policy "
-                              "in the plugin") from None
+        raise ObjectError(f"object {path}: bad {SECTION} metadata for {E.shown(program)} ({e})",
+                          plugin=plugin, fix="fix the XDP_RUN_CONFIG declaration or set "
+                                             "priority/policy in the plugin") from None
     return None

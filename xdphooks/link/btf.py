@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ..errors import ObjectError
+from .elf import REBUILD
 
 BTF_MAGIC = 0xEB9F
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FWD = 1, 2, 3, 4, 5, 6, 7
@@ -19,7 +20,6 @@ KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
 KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC = 12, 13, 14, 15
 KIND_FLOAT, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 16, 17, 18, 19
 LINKAGE_STATIC, LINKAGE_GLOBAL, LINKAGE_EXTERN = 0, 1, 2
-REBUILD = "rebuild the object with clang -O2 -g -target bpf"
 
 _HDR = struct.Struct("<HBBIIIII")
 
@@ -201,11 +201,11 @@ class BtfExt:
                 while p < end:
                     name_off, num = struct.unpack_from("<II", data, p)
                     p += 8
+                    if p + num * rec_size > end:  # check before building num records
+                        raise ValueError("BTF.ext records out of bounds")
                     recs = [bytearray(data[p + i * rec_size: p + (i + 1) * rec_size])
                             for i in range(num)]
                     p += num * rec_size
-                    if p > end:
-                        raise ValueError("BTF.ext records out of bounds")
                     secs.append((btf.string(name_off), recs))
                 rec_sizes.append(rec_size)
                 infos.append(secs)

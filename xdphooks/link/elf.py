@@ -20,7 +20,7 @@ SHT_LLVM_ADDRSIG = 0x6FFF4C03
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
-SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
+SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON = 0, 0xFF00, 0xFFF1, 0xFFF2
 REBUILD = "rebuild the object with clang -O2 -g -target bpf"
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
@@ -93,6 +93,12 @@ class Elf:
         return parse_rels(sec.data)
 
 
+def shown(name: str, quote: bool = True, limit: int = 60) -> str:
+    """``name`` for a one-line message: escaped, cut to ``limit`` characters, quoted."""
+    text = repr(name[:limit]) if quote else repr(name[:limit])[1:-1]
+    return text + ("..." if len(name) > limit else "")
+
+
 def _cstr(blob: bytes, off: int) -> str:
     end = blob.find(b"\0", off)
     if end < 0:
@@ -138,6 +144,8 @@ def _parse(path: str, data: bytes, plugin: str | None) -> Elf:
     if e_shentsize != _SHDR.size or e_shoff + e_shnum * _SHDR.size > len(data):
         raise bad("has a truncated section table")
     raw = [_SHDR.unpack_from(data, e_shoff + i * _SHDR.size) for i in range(e_shnum)]
+    if raw and raw[0][1] != SHT_NULL:
+        raise bad("has no null section 0 (corrupt section table)")
     shstr = b""
     if 0 < e_shstrndx < e_shnum:
         h = raw[e_shstrndx]
@@ -147,7 +155,8 @@ def _parse(path: str, data: bytes, plugin: str | None) -> Elf:
         if typ != SHT_NOBITS and off + size > len(data):
             raise bad(f"section {i} extends past the end of the file")
         body = b"" if typ in (SHT_NOBITS, SHT_NULL) else data[off: off + size]
-        sec = Section(_cstr(shstr, name), typ, flags, body, link, info, align, entsize, i)
+        sec = Section(_cstr(shstr, name) if i else "", typ, flags, body, link, info, align,
+                      entsize, i)
         if typ == SHT_NOBITS:
             sec.data = bytes(0)
             sec.entsize = entsize

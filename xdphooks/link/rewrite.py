@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 
 from ..errors import ObjectError
 from . import elf as E
+from .elf import REBUILD, shown
 from .btf import (KIND_DATASEC, KIND_FUNC, KIND_VAR, LINKAGE_EXTERN, LINKAGE_GLOBAL, Btf,
                   BtfExt)
 
 SLOT_FMT = "xdph_slot_{}"
+R_BPF_64_ABS32 = 3
 RENAMED_SECTIONS = ("license", "version")
 # Licence strings the kernel accepts as GPL-compatible (include/linux/license.h).
 GPL_COMPATIBLE = {"GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
@@ -57,6 +59,7 @@ def _is_prog_section(s: E.Section) -> bool:
 class ProgramInfo:
     name: str
     section: str
+    index: int = 0  # of the section
 
 
 def xdp_programs(elf: E.Elf) -> list[ProgramInfo]:
@@ -66,7 +69,7 @@ def xdp_programs(elf: E.Elf) -> list[ProgramInfo]:
             continue
         sec = elf.sections[sym.shndx]
         if _is_prog_section(sec) and is_xdp_section(sec.name) and sym.bind != E.STB_LOCAL:
-            out.append(ProgramInfo(sym.name, sec.name))
+            out.append(ProgramInfo(sym.name, sec.name, sec.index))
     return out
 
 
@@ -93,7 +96,7 @@ def license_of(elf: E.Elf) -> str:
     sec = elf.section("license")
     if sec is None:
         return ""
-    return sec.data.split(b"\0", 1)[0].decode(errors="replace")
+    return sec.data.split(b"\0", 1)[0][:256].decode(errors="replace")
 
 
 def rewrite(src: str, out: str, slot: int, program: str | None = None,
@@ -124,13 +127,15 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
                    "rebuild it with clang -target bpf")
     if not elf.symbols:
         raise fail("has no symbol table", "rebuild it with clang -target bpf")
+    for s in elf.sections:
+        if s.type == E.SHT_REL and not 0 < s.info < len(elf.sections):
+            raise fail(f"relocation section {shown(s.name)} applies to no section", REBUILD)
 
     # --- licence --------------------------------------------------------------
     lic = license_of(elf)
     if lic not in GPL_COMPATIBLE:
-        shown = repr(lic) if lic else "no licence"
-        raise fail(f"licence {shown} is not GPL-compatible; the static chain is one "
-                   "GPL program",
+        raise fail(f"licence {shown(lic) if lic else 'no licence'} is not GPL-compatible; "
+                   "the static chain is one GPL program",
                    'use mode = "freplace" for this interface, or a GPL-compatible '
                    'licence (e.g. char _license[] SEC("license") = "Dual BSD/GPL")')
 
@@ -141,7 +146,8 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             raise fail("contains no XDP program (SEC(\"xdp\"))",
                        "point to an object with an XDP program")
         if len(progs) > 1:
-            raise fail(f"contains several XDP programs ({', '.join(p.name for p in progs)})",
+            names = ", ".join(shown(p.name, False) for p in progs[:8])
+            raise fail(f"contains several XDP programs ({names})",
                        "name one with program = \"...\" in the plugin declaration")
         entry = progs[0]
     else:
@@ -150,13 +156,10 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             others = [s.name for s in elf.symbols if s.name == program and s.type == E.STT_FUNC]
             why = ("is not an XDP program (section is not SEC(\"xdp\"))" if others
                    else "does not exist")
-            avail = ", ".join(p.name for p in progs) or "none"
-            raise fail(f"program {program!r} {why}", f"use one of: {avail}")
+            avail = ", ".join(shown(p.name, False) for p in progs[:8]) or "none"
+            raise fail(f"program {shown(program)} {why}", f"use one of: {avail}")
         entry = cand[0]
-    esec = elf.section(entry.section)
-    assert esec is not None
-    if esec.name.startswith("xdp.frags"):
-        pass  # frags-aware code runs fine in a non-frags program
+    esec = elf.sections[entry.index]  # frags-aware code runs fine in a non-frags program
 
     # --- which sections stay --------------------------------------------------------
     text = elf.section(".text")
@@ -197,6 +200,10 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
         if s.index in dropped:
             continue
         remap[s.index] = len(out_secs)
+        if s.type not in (E.SHT_PROGBITS, E.SHT_NOBITS, E.SHT_REL):
+            raise fail(f"section {shown(s.name)} has an unsupported type {s.type:#x}", REBUILD)
+        if s.align > 4096 or s.align & (s.align - 1):
+            raise fail(f"section {shown(s.name)} has a bad alignment ({s.align})", REBUILD)
         c = E.Section(s.name, s.type, s.flags, s.data, s.link, s.info, s.align, s.entsize)
         if s.name in RENAMED_SECTIONS:
             # the linker wants identical license/version contents in every input:
@@ -222,10 +229,18 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             sym_remap[0] = 0
             new_syms.append(E.Symbol("", 0, 0, 0, 0, 0))
             continue
-        special = s.shndx in (E.SHN_UNDEF, E.SHN_ABS, E.SHN_COMMON) or s.shndx >= 0xFF00
+        special = s.shndx in (E.SHN_UNDEF, E.SHN_ABS, E.SHN_COMMON)
+        if (s.shndx >= E.SHN_LORESERVE and not special
+                or special and (s.type == E.STT_SECTION or s.shndx and s.bind != E.STB_LOCAL)):
+            # SHN_XINDEX, section symbols without a section, global absolute symbols:
+            # clang never emits them, and libbpf's linker crashes on some of them
+            raise fail(f"symbol {shown(s.name)} has an unusable section index {s.shndx:#x}",
+                       REBUILD)
         if not special and s.shndx not in remap:
             continue  # lives in a dropped section
         c = E.Symbol(s.name, s.info, s.other, s.shndx, s.value, s.size)
+        if not special and s.value > _size(elf.sections[s.shndx]):
+            raise fail(f"symbol {shown(s.name)} lies outside its section", REBUILD)
         if not special:
             c.shndx = remap[s.shndx]
             if s.shndx == esec.index:
@@ -249,7 +264,7 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
                              and s.type in (E.STT_FUNC, E.STT_OBJECT)):
                 new = prefix + s.name
                 if len(new) > 255:
-                    raise fail(f"symbol {s.name!r} is too long", "shorten it")
+                    raise fail(f"symbol {shown(s.name)} is too long", "shorten it")
                 names[s.name] = new
                 c.name = new
                 if in_maps:
@@ -273,12 +288,16 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
         sym_remap = {k: pos[v] for k, v in sym_remap.items()}
 
     # --- relocations ----------------------------------------------------------------------
-    def remap_rels(rels: list[E.Rel], off_shift: int = 0) -> list[E.Rel]:
+    def remap_rels(rel_sec: E.Section, off_shift: int = 0) -> list[E.Rel]:
         out = []
-        for r in rels:
+        for r in E.parse_rels(rel_sec.data):
+            width = 4 if r.type == R_BPF_64_ABS32 else 8  # the bytes the linker patches
+            if r.sym >= len(old_syms) or r.offset + width > len(elf.sections[rel_sec.info].data):
+                raise fail(f"relocation section {shown(rel_sec.name)} points outside its "
+                           "section or symbol table", REBUILD)
             if r.sym not in sym_remap:
                 raise fail(f"relocation against a symbol of a dropped section "
-                           f"({old_syms[r.sym].name or 'section symbol'})",
+                           f"({shown(old_syms[r.sym].name, False) or 'section symbol'})",
                            "the entry program must not reference other programs' code")
             out.append(E.Rel(r.offset + off_shift, sym_remap[r.sym], r.type))
         return out
@@ -288,13 +307,13 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
         if s.type != E.SHT_REL:
             continue
         if text is not None and s.info == text.index:
-            text_rels += remap_rels(E.parse_rels(s.data))
+            text_rels += remap_rels(s)
         elif s.info == esec.index:
-            text_rels += remap_rels(E.parse_rels(s.data), shift)
+            text_rels += remap_rels(s, shift)
     for s in elf.sections:
         if s.type == E.SHT_REL and s.index in remap:
             c = out_secs[remap[s.index]]
-            c.data = E.pack_rels(remap_rels(E.parse_rels(s.data)))
+            c.data = E.pack_rels(remap_rels(s))
             c.info = remap[s.info]
     if text_rels:
         text_rels.sort(key=lambda r: r.offset)
@@ -321,7 +340,7 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             if sec_name in sec_renames:
                 secs[k] = (sec_renames[sec_name], recs)
     if not seen_entry:
-        raise fail(f"BTF has no FUNC for program {entry.name!r}",
+        raise fail(f"BTF has no FUNC for program {shown(entry.name)}",
                    "rebuild it with clang -g -O2 -target bpf")
 
     # --- BTF.ext: move the entry section's records to .text ---------------------------------
@@ -330,7 +349,7 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
         merged: dict[str, list[bytearray]] = {}
         order_names: list[str] = []
         for sec_name, recs in secs:
-            if sec_name == entry.section:
+            if sec_name == esec.name:
                 target, delta = ".text", shift
             elif sec_name in keep_secs:
                 target, delta = sec_name, 0
@@ -340,6 +359,9 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             for r in recs:
                 r = bytearray(r)
                 off = struct.unpack_from("<I", r, 0)[0]
+                if delta and off >= len(esec.data):
+                    raise fail(f"a .BTF.ext record points outside section {shown(sec_name)}",
+                               REBUILD)
                 struct.pack_into("<I", r, 0, off + delta)
                 moved.append(r)
             if target not in merged:
@@ -354,12 +376,21 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
     out_secs.append(E.Section(".BTF", E.SHT_PROGBITS, 0, btf_blob, 0, 0, 4, 0))
     out_secs.append(E.Section(".BTF.ext", E.SHT_PROGBITS, 0, ext_blob, 0, 0, 4, 0))
 
+    seen_names: set[str] = {".symtab", ".strtab"}  # write_elf adds these
+    for s in out_secs[1:]:
+        if s.name in seen_names:  # the linker finds sections by name
+            raise fail(f"has two sections named {shown(s.name)}", REBUILD)
+        seen_names.add(s.name)
     data_secs = {s.name for s in out_secs
                  if s.type in (E.SHT_PROGBITS, E.SHT_NOBITS) and s.flags & E.SHF_ALLOC
                  and not s.flags & E.SHF_EXECINSTR
                  and (s.name.startswith((".data", ".rodata", ".bss")))}
     E.write_elf(out, out_secs, new_syms, elf.flags)
     return RewriteResult(out, src, entry.name, slot, fn_name, prefix, maps, data_secs, lic, names)
+
+
+def _size(sec: E.Section) -> int:
+    return sec.__dict__.get("nobits_size", 0) if sec.type == E.SHT_NOBITS else len(sec.data)
 
 
 def count_maps(elf_path: str) -> tuple[int, set[str]]:
