@@ -219,9 +219,14 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         libbpf.link_objects(str(linked), [str(rootlet)] + [r.path for r in results])
     except KernelError as e:
         last = [ln for ln in e.log.splitlines() if ln.strip() and "adding object" not in ln]
+        # libbpf names the input it choked on: slot<N>-<name>.o is entries[N]
+        slots = [int(m.group(1)) for m in re.finditer(r"slot(\d+)-", e.log)]
+        culprit = entries[slots[-1]] if slots and slots[-1] < len(entries) else None
         raise ObjectError(f"interface {ctx.interface}: libbpf's linker refused the chain: "
                           f"{last[-1].strip() if last else e.message}",
-                          fix="check the objects with bpftool gen object", detail=e.log) from None
+                          plugin=culprit.plugin if culprit else None,
+                          fix=f"check {os.path.basename(culprit.object) if culprit else 'the objects'}"
+                              " with bpftool gen object", detail=e.log) from None
     timings["rewrite_link"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
