@@ -31,7 +31,7 @@ def test_vm_suite(kernel):
     proc = subprocess.run(["bash", str(RUNNER), kernel, "--", "-q", "-rs"],
                           cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True,
-                          timeout=int(os.environ.get("XDPHOOKS_VM_TIMEOUT", "1500")) + 120)
+                          timeout=int(os.environ.get("XDPHOOKS_VM_TIMEOUT", "2400")) + 120)
     took = time.monotonic() - t0
     # shown by pytest -rA / on failure; also to the terminal for CI logs
     sys.stderr.write(f"\n--- VM suite on {kernel} ({took:.0f} s) ---\n"

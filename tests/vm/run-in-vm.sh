@@ -11,7 +11,7 @@
 # root). Exit status: pytest's (or the command's); 90 when the VM could not be
 # started or did not report back -- never a silent skip.
 #
-# Environment: XDPHOOKS_VM_TIMEOUT (seconds, default 1500), XDPHOOKS_VM_MEMORY
+# Environment: XDPHOOKS_VM_TIMEOUT (seconds, default 2400), XDPHOOKS_VM_MEMORY
 # (default 2G), XDPHOOKS_VM_CPUS (default 2), PYTHON (default repo .venv).
 set -uo pipefail
 
@@ -20,7 +20,7 @@ die() { echo "run-in-vm: FATAL: $*" >&2; exit 90; }
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=$(command -v python3)
-TIMEOUT=${XDPHOOKS_VM_TIMEOUT:-1500}
+TIMEOUT=${XDPHOOKS_VM_TIMEOUT:-2400}
 MEMORY=${XDPHOOKS_VM_MEMORY:-2G}
 CPUS=${XDPHOOKS_VM_CPUS:-2}
 
