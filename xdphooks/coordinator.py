@@ -33,8 +33,8 @@ from .kernel import bpffs, libbpf
 from .kernel.netns import NetnsError, list_netns, netns
 from .model import Change, Chain, InterfaceRef, Plan, Problem
 from .paths import Paths
-from .security import ensure_private_dir
 from .plugins import Plugins, discover
+from .security import ensure_private_dir
 from .state import InterfaceRecord, ProgramRecord, State
 
 GEN_RE = re.compile(r"^g(\d+)-([0-9a-f]{16})$")
