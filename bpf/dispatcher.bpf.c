@@ -15,51 +15,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#if __has_include("xdphooks_config.h")
-#include "xdphooks_config.h"
-#endif
-
-#ifndef XDPHOOKS_MAX_SLOTS
-#define XDPHOOKS_MAX_SLOTS 128
-#endif
-#ifndef XDPHOOKS_MAGIC
-#define XDPHOOKS_MAGIC 0x58445048
-#endif
-#ifndef XDPHOOKS_CONFIG_VERSION
-#define XDPHOOKS_CONFIG_VERSION 1
-#endif
-#ifndef XDPH_CONTINUE
-#define XDPH_CONTINUE 0
-#define XDPH_RETURN 1
-#define XDPH_LOG 2
-#endif
-#ifndef XDPH_NR_POLICY
-#define XDPH_NR_POLICY 6 /* aborted drop pass tx redirect unknown */
-#endif
-
-#ifndef XDPHOOKS_CONFIG_DEFINED
-struct xdphooks_config {
-	__u32 magic;
-	__u32 version;
-	__u32 nr_slots;
-	__u32 counters_enabled;
-	__u32 events_enabled;
-	__u8 policy[XDPHOOKS_MAX_SLOTS][XDPH_NR_POLICY];
-};
-
-struct xdph_counter {
-	__u64 packets;
-	__u64 verdicts[XDPH_NR_POLICY];
-};
-
-struct xdph_event {
-	__u64 ts_ns;
-	__u32 slot;
-	__u32 retval;
-	__u32 ifindex;
-	__u32 flags;
-};
-#endif
+#include "xdphooks_config.h"  /* the ABI shared with the rootlet and Python */
 
 #ifndef XDPHOOKS_DISPATCHER_SLOTS
 #define XDPHOOKS_DISPATCHER_SLOTS 8

@@ -12,8 +12,6 @@
 #define XDPHOOKS_MAGIC 0x58445048 /* 'XDPH' */
 #define XDPHOOKS_VERSION 1
 #define XDPHOOKS_CONFIG_VERSION XDPHOOKS_VERSION
-/* tells dispatcher.bpf.c that the structs below are defined */
-#define XDPHOOKS_CONFIG_DEFINED 1
 
 /* decision codes */
 #define XDPH_CONTINUE 0

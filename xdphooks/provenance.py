@@ -62,18 +62,27 @@ def _dpkg_index() -> dict[str, str]:
     return index
 
 
+_versions: tuple[int, dict[str, str]] = (0, {})
+
+
 def _dpkg_version(pkg: str) -> str:
-    """The installed version, from dpkg's status file ("" if unknown)."""
+    """The installed version, from dpkg's status file ("" if unknown); the file is
+    parsed once per change of it, not once per plugin."""
+    global _versions
+    status = DPKG_INFO.parent / "status"
     try:
-        text = (DPKG_INFO.parent / "status").read_text(errors="replace")
+        mtime = status.stat().st_mtime_ns
+        if mtime != _versions[0]:
+            found = {}
+            for stanza in status.read_text(errors="replace").split("\n\n"):
+                fields = dict(ln.split(": ", 1) for ln in stanza.splitlines()
+                              if ": " in ln and not ln.startswith(" "))
+                if "Package" in fields and "Version" in fields:
+                    found[fields["Package"]] = fields["Version"]
+            _versions = (mtime, found)
     except OSError:
         return ""
-    for stanza in text.split("\n\n"):
-        if stanza.startswith(f"Package: {pkg}\n"):
-            for line in stanza.splitlines():
-                if line.startswith("Version: "):
-                    return line[9:].strip()
-    return ""
+    return _versions[1].get(pkg, "")
 
 
 def dpkg_owner(path: str, index: dict[str, str]) -> tuple[str, bool] | None:
