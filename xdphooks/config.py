@@ -6,6 +6,7 @@ Example::
     default_interfaces = ["eth0"]
     xdp_mode = "native"           # native | skb
     counters = true
+    link = "splice"               # splice | call (static backend)
     disable = ["txbuggy"]         # plugin names
     hook_timeout = 10
 
@@ -13,6 +14,7 @@ Example::
     priority = 5
     policy = { tx = "log" }
     interfaces = ["eth*", "blue/veth0"]
+    link = "call"
     enabled = true
 """
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import XdphooksError
-from .model import PRIORITY_MAX, PRIORITY_MIN, VerdictPolicy
+from .model import PRIORITY_MAX, PRIORITY_MIN, Link, VerdictPolicy
 
 MODES = ("auto", "static", "freplace")
 XDP_MODES = ("native", "skb")
@@ -35,6 +37,7 @@ class ProgramOverride:
     policy: VerdictPolicy | None = None
     interfaces: tuple[str, ...] | None = None
     enabled: bool = True
+    link: Link | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Config:
     disable: frozenset[str] = frozenset()
     hook_timeout: float = 10.0
     programs: dict[str, ProgramOverride] = field(default_factory=dict)
+    link: Link | None = None
 
 
 class ConfigError(XdphooksError):
@@ -72,7 +76,7 @@ def parse(data: dict, where: str = "config") -> Config:
         return ConfigError(f"{where}: {msg}", fix="edit the config file")
 
     known = {"mode", "default_interfaces", "xdp_mode", "counters", "disable",
-             "hook_timeout", "programs"}
+             "hook_timeout", "programs", "link"}
     extra = set(data) - known
     if extra:
         raise bad(f"unknown key(s) {sorted(extra)}")
@@ -94,11 +98,22 @@ def parse(data: dict, where: str = "config") -> Config:
     counters = data.get("counters", True)
     if not isinstance(counters, bool):
         raise bad("counters must be true or false")
+    def link_of(table: dict, what: str) -> Link | None:
+        value = table.get("link")
+        if value is None:
+            return None
+        try:
+            return Link(value)
+        except ValueError:
+            raise bad(f"{what}link {value!r} must be one of "
+                      f"{', '.join(k.value for k in Link)}") from None
+
+    link = link_of(data, "")
     programs: dict[str, ProgramOverride] = {}
     for name, table in (data.get("programs") or {}).items():
         if not isinstance(table, dict):
             raise bad(f"[programs.{name}] must be a table")
-        extra = set(table) - {"priority", "policy", "interfaces", "enabled"}
+        extra = set(table) - {"priority", "policy", "interfaces", "enabled", "link"}
         if extra:
             raise bad(f"[programs.{name}] unknown key(s) {sorted(extra)}")
         prio = table.get("priority")
@@ -122,6 +137,6 @@ def parse(data: dict, where: str = "config") -> Config:
         if not isinstance(enabled, bool):
             raise bad(f"[programs.{name}] enabled must be true or false")
         programs[name] = ProgramOverride(prio, policy, tuple(ifs) if ifs is not None else None,
-                                         enabled)
+                                         enabled, link_of(table, f"[programs.{name}] "))
     return Config(mode, tuple(ifaces), xdp_mode, counters, frozenset(disable),
-                  float(timeout), programs)
+                  float(timeout), programs, link)

@@ -461,7 +461,8 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         fingerprint=fp, generation=gen, pin_dir=str(gen_dir), xdp_mode=xdp_mode,
         programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                 e.program, e.digest,
-                                built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i)
+                                built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i,
+                                **_link_fields(built, i))
                   for i, e in enumerate(chain.entries)],
         updated=time.time(), trigger=opts.trigger)
     crashpoint("before-state-write")
@@ -469,6 +470,11 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     crashpoint("after-state-write")
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
+
+
+def _link_fields(built, i: int) -> dict[str, str]:
+    sl = built.slot_links[i] if i < len(built.slot_links) else {}
+    return {"link": sl.get("link", ""), "link_reason": sl.get("reason", "")}
 
 
 def _drain_old_events(sess: Session, iface: InterfaceRef) -> None:

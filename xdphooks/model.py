@@ -33,8 +33,20 @@ class Decision(str, enum.Enum):
         return self.value
 
 
-# Numeric codes shared with bpf/xdphooks_config.h: keep in sync.
-DECISION_CODES = {Decision.CONTINUE: 0, Decision.RETURN: 1, Decision.LOG: 2}
+class Link(str, enum.Enum):
+    """How the static backend places a program in the root program."""
+
+    SPLICE = "splice"  #: its entry is inlined: no call, no return (the default)
+    CALL = "call"  #: its entry is called as a function
+
+    def __str__(self) -> str:  # pragma: no cover - cosmetic
+        return self.value
+
+
+from . import abi as _abi  # noqa: E402 - after the enums it does not need
+
+DECISION_CODES = {Decision.CONTINUE: _abi.DECISION_CONTINUE, Decision.RETURN: _abi.DECISION_RETURN,
+                  Decision.LOG: _abi.DECISION_LOG}
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,10 @@ class XdpProgram:
     :param required: if it cannot load, the whole change is refused; an optional
         program is left out with a warning.
     :param pin_maps: maps that persist across relinks; ``None`` means all.
+    :param link: static backend only: ``Link.SPLICE`` inlines the entry into the root
+        program (no call per packet), ``Link.CALL`` calls it. ``None``: the config's
+        ``link``, else splice. A program that cannot be spliced is called (``plan`` and
+        ``status`` say why).
     """
 
     name: str
@@ -145,8 +161,14 @@ class XdpProgram:
     interfaces: tuple[str, ...] | None = None
     required: bool = True
     pin_maps: tuple[str, ...] | None = None
+    link: Link | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.link, str) and not isinstance(self.link, Link):
+            try:
+                object.__setattr__(self, "link", Link(self.link))
+            except ValueError:
+                pass  # reported by program_problems
         problems = program_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -184,6 +206,8 @@ def program_problems(p: XdpProgram) -> list[str]:
         isinstance(p.pin_maps, str) or not all(isinstance(m, str) for m in p.pin_maps)
     ):
         out.append(f"pin_maps {p.pin_maps!r} must be a list of map names")
+    if p.link is not None and not isinstance(p.link, Link):
+        out.append(f"link {p.link!r} must be one of {', '.join(k.value for k in Link)}")
     return out
 
 
@@ -221,6 +245,7 @@ class ChainEntry:
     required: bool = True
     pin_maps: tuple[str, ...] | None = None
     digest: str = ""  # sha256 of the object file, so an upgrade is a change
+    link: Link = Link.SPLICE
 
     def sort_key(self) -> tuple[int, str]:
         return (self.priority, self.name)
@@ -229,7 +254,7 @@ class ChainEntry:
         return {"name": self.name, "object": self.object, "program": self.program,
                 "priority": self.priority, "policy": self.policy.as_dict(),
                 "pin_maps": list(self.pin_maps) if self.pin_maps is not None else None,
-                "digest": self.digest}
+                "digest": self.digest, "link": self.link.value}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .model import (
     Chain,
     ChainEntry,
     InterfaceRef,
+    Link,
     Problem,
     VerdictPolicy,
     XdpProgram,
@@ -134,8 +135,9 @@ def resolve(
             problems.append(Problem("warning", plugin, f"{prog.name}: no interfaces",
                                     "set interfaces in the plugin or default_interfaces "
                                     "in xdphooks.toml"))
+        link = _first(override.link if override else None, prog.link, config.link, Link.SPLICE)
         entry = ChainEntry(prog.name, plugin, fact.path, program, priority, policy,
-                           prog.required, prog.pin_maps, fact.digest)
+                           prog.required, prog.pin_maps, fact.digest, link)
         out.append(Placed(entry, tuple(patterns)))
     return out, problems
 

@@ -41,6 +41,8 @@ class ProgramRecord:
     digest: str
     prog_id: int
     slot: int
+    link: str = ""  # static: "spliced" | "called"; freplace: "freplace"
+    link_reason: str = ""  # why a program asked to be spliced was called
 
 
 @dataclass

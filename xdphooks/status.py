@@ -67,6 +67,7 @@ def collect(paths: Paths) -> dict:
                 "name": p.name, "plugin": p.plugin, "priority": p.priority,
                 "policy": p.policy, "prog_id": p.prog_id, "slot": p.slot,
                 "object": p.object, "program": p.program, "digest": p.digest,
+                "link": p.link or None, "link_reason": p.link_reason or None,
                 "packets": c["packets"] if c else None,
                 "verdicts": {k: c["verdicts"].get(k, 0) for k in VERDICT_KEYS} if c else None,
                 "package": prov.get("package"), "modified": prov.get("modified"),
@@ -133,10 +134,16 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
             pkg = p.get("package") or "-"
             if p.get("modified"):
                 pkg += " (MODIFIED)"
-            lines.append(f"{'':<22} {'':<9} {p['priority']:>4}  {p['name']:<16} "
+            link = p.get("link") if p.get("link") in ("spliced", "called") else ""
+            lines.append(f"{'':<22} {link:<9} {p['priority']:>4}  {p['name']:<16} "
                          f"{p['prog_id']:>6}  {_fmt_policy(p['policy']):<16} "
                          f"{pk if pk is not None else '-':>9} {rate:>8}  {share('drop'):>5} "
                          f"{share('pass'):>5} {share('tx'):>4} {share('redirect'):>5}  {pkg}")
+    called = [(i, p) for i in data["interfaces"] for p in i["programs"] if p.get("link_reason")]
+    if called:
+        lines.append("")
+        for i, p in called:
+            lines.append(f"called, not spliced: {p['name']} on {i['name']}: {p['link_reason']}")
     lr = data.get("last_run")
     if lr:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr.get("time", 0)))

@@ -68,6 +68,8 @@ class BuiltChain:
     maps: dict[str, dict[str, str]]  # program -> map name -> pinned path
     pins: dict[str, int] = field(default_factory=dict)
     closers: list = field(default_factory=list)  # callables run by close()
+    #: per entry {"link": "spliced"|"called"|"freplace", "reason": why not spliced}
+    slot_links: list[dict[str, str]] = field(default_factory=list)
 
     def close(self) -> None:
         for fn in reversed(self.closers):

@@ -237,6 +237,7 @@ def build(ctx: BuildContext) -> BuiltChain:
             built.pins[f"link-{entry.name}"] = link_fd
             built.maps[entry.name] = maps
             built.slot_prog_ids.append(libbpf.prog_info(prog_fd)[0].id)
+            built.slot_links.append({"link": MODE, "reason": ""})
         _preflight(ctx, built, ev_fd, cnt_fd)
         return built
     except BaseException:

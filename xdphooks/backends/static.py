@@ -1,71 +1,44 @@
 """Static backend: rootlet + rewritten components, linked into ONE XDP program.
 
 build() rewrites every entry's object into ctx.workdir (xdphooks.link.rewrite),
-links them after the prebuilt rootlet (smallest capacity >= chain length) with
-libbpf's static linker, writes the rootlet's const volatile config (nr_slots,
-policies, counters/events switches), pins each component's persistent maps
-under ``ctx.map_pin_dir(name)/<original map name>``, loads, and pre-flights
-the program with BPF_PROG_TEST_RUN on canned packets.
+links them after the prebuilt rootlet with libbpf's static linker, generates
+the root program for this chain (xdphooks.link.splice: each slot spliced inline
+or called, its policy compiled into the code), pins each component's
+persistent maps under ``ctx.map_pin_dir(name)/<original map name>``, loads,
+and pre-flights the program with BPF_PROG_TEST_RUN on canned packets. A
+spliced chain the verifier refuses is retried with every slot called.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import struct
 import time
 from pathlib import Path
 
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
-from ..model import Decision
+from .. import abi
+from ..link import splice
+from ..model import Decision, Link
 from .base import BuildContext, BuiltChain
 from .preflight import CANNED
 
-MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS
+MAX_SLOTS = abi.MAX_SLOTS
 MAX_USED_MAPS = 64  # kernel MAX_USED_MAPS
 MAX_STACK = 512
-CAPACITIES = (1, 2, 4, 8, 16, 32, 64, 128)
-CONFIG_SYMBOL = "xdph_config"
-MAGIC, VERSION = 0x58445048, 1
-_CFG_HDR = struct.Struct("<IIIII")
-ROOT_PROG = "xdphooks_root"
-ROOT_MAPS = ("xdph_counters", "xdph_events")
+ROOTLET = "rootlet.o"
 XDP_NAMES = {0: "aborted", 1: "drop", 2: "pass", 3: "tx", 4: "redirect"}
 
 #: control-plane timings of the last build() (seconds), for benchmarks/diagnostics
 last_timings: dict[str, float] = {}
 
 
-def rootlet_path(data_dir: Path, n: int) -> Path:
-    cap = next((c for c in CAPACITIES if c >= max(n, 1)), None)
-    if cap is None:
-        raise LimitError(f"{n} programs on one interface; the static backend supports at most "
-                         f"{MAX_SLOTS}", fix="remove programs or split them across interfaces")
-    p = Path(data_dir) / f"rootlet_{cap}.o"
+def rootlet_path(data_dir: Path) -> Path:
+    p = Path(data_dir) / ROOTLET
     if not p.exists():
         raise ObjectError(f"rootlet object {p} is missing", fix="reinstall xdphooks")
     return p
-
-
-def encode_config(entries, counters: bool, events: bool | None = None) -> bytes:
-    codes = [e.policy.codes() for e in entries]
-    if events is None:
-        events = any(2 in c for c in codes)
-    blob = bytearray(_CFG_HDR.pack(MAGIC, VERSION, len(entries), int(counters), int(events)))
-    blob += bytes(MAX_SLOTS * 6)
-    for i, c in enumerate(codes):
-        blob[_CFG_HDR.size + i * 6: _CFG_HDR.size + i * 6 + 6] = bytes(c)
-    return bytes(blob)
-
-
-def _symbol_offset(path: str, name: str) -> tuple[str, int]:
-    from ..link import elf as E
-    elf = E.read_elf(path)
-    for s in elf.symbols:
-        if s.name == name and 0 < s.shndx < len(elf.sections):
-            return elf.sections[s.shndx].name, s.value
-    raise ObjectError(f"linked object has no symbol {name}", fix="reinstall xdphooks")
 
 
 # --- build ----------------------------------------------------------------------------------
@@ -205,7 +178,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         raise LimitError(f"interface {ctx.interface}: {len(entries)} programs ({n} of them "
                          f"from this plugin), the static backend supports at most {MAX_SLOTS}",
                          plugin=plugin, fix="remove programs or spread them over interfaces")
-    rootlet = rootlet_path(ctx.data_dir, len(entries))
+    rootlet = rootlet_path(ctx.data_dir)
     work = Path(ctx.workdir)
     work.mkdir(parents=True, exist_ok=True)
     results = []
@@ -227,73 +200,46 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
                           plugin=culprit.plugin if culprit else None,
                           fix=f"check {os.path.basename(culprit.object) if culprit else 'the objects'}"
                               " with bpftool gen object", detail=e.log) from None
+    root = work / "root.o"
+    links = _generate_root(ctx, linked, root, entries)
     timings["rewrite_link"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    obj = libbpf.BpfObject(str(linked))
+    try:
+        obj = _load(ctx, root, entries, results)
+    except KernelError as e:
+        if not any(ln.link == "spliced" for ln in links):
+            raise _verifier_error(ctx, e, results) from None
+        # The verifier is the judge: a spliced chain it refuses is retried called, and
+        # each slot says why (the called chain's own refusal is the real error then).
+        headline = _headline(e)
+        links = _generate_root(ctx, linked, root, entries, splice_ok=False)
+        links = [splice.Linked("called", f"the verifier refused the spliced chain: {headline}")
+                 if e_.link is Link.SPLICE else ln for e_, ln in zip(entries, links)]
+        try:
+            obj = _load(ctx, root, entries, results)
+        except KernelError as e2:
+            raise _verifier_error(ctx, e2, results) from None
     ok = False
     try:
-        for p in obj.programs():
-            if p.name != ROOT_PROG:
-                p.set_autoload(False)
-        # rootlet config in the merged .rodata
-        sec, off = _symbol_offset(str(linked), CONFIG_SYMBOL)
-        cfg = encode_config(entries, ctx.counters)
-        rodata = next((m for m in obj.maps() if m.internal and m.name.endswith(sec)), None)
-        if rodata is None:
-            raise ObjectError(f"linked object has no {sec} map", fix="reinstall xdphooks")
-        init = bytearray(rodata.initial_value())
-        magic = struct.unpack_from("<II", init, off) if len(init) >= off + 8 else (0, 0)
-        if magic != (MAGIC, VERSION):
-            raise ObjectError("rootlet config not found (magic/version mismatch)",
-                              fix="reinstall xdphooks")
-        init[off: off + len(cfg)] = cfg
-        rodata.set_initial_value(bytes(init))
-
-        # persistent maps: one pin per original map name
-        maps_out: dict[str, dict[str, str]] = {}
-        by_name = {m.name: m for m in obj.maps()}
-        for entry, res in zip(entries, results):
-            wanted = set(res.maps.values()) if entry.pin_maps is None else set(entry.pin_maps)
-            unknown = wanted - set(res.maps.values())
-            if unknown:
-                raise ObjectError(f"object {os.path.basename(entry.object)} has no map(s) "
-                                  f"{', '.join(sorted(unknown))} named in pin_maps",
-                                  plugin=entry.plugin,
-                                  fix=f"use some of: {', '.join(sorted(res.maps.values()))}")
-            pins = {}
-            for renamed, orig in res.maps.items():
-                m = by_name.get(renamed)
-                if m is None:
-                    continue
-                if orig in wanted:
-                    path = str(ctx.map_pin_dir(entry.name) / orig)
-                    m.set_pin_path(path)
-                    pins[orig] = path
-                else:
-                    m.set_pin_path(None)  # also overrides LIBBPF_PIN_BY_NAME
-            maps_out[entry.name] = pins
-        for name in ROOT_MAPS:
-            by_name[name].set_pin_path(None)
-        try:
-            obj.load()
-        except KernelError as e:
-            raise _verifier_error(ctx, e, results) from None
-        prog = obj.program(ROOT_PROG)
+        prog = obj.program(abi.ROOT_PROG)
         prog_fd = prog.fd
         info, _ = libbpf.prog_info(prog_fd)
         timings["load"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        counters_fd, events_fd = by_name["xdph_counters"].fd, by_name["xdph_events"].fd
+        by_name = {m.name: m for m in obj.maps()}
+        counters_fd = by_name[abi.COUNTERS_MAP].fd
+        events_fd = by_name[abi.EVENTS_MAP].fd
         if preflight:
             preflight_check(ctx, prog_fd, entries)
             reset_after_preflight(counters_fd, events_fd)
         timings["preflight"] = time.perf_counter() - t2
         built = BuiltChain(mode="static", prog_fd=prog_fd,
-                           slot_prog_ids=[info.id] * len(entries), maps=maps_out,
+                           slot_prog_ids=[info.id] * len(entries), maps=_pins(ctx, entries, results),
                            pins={"root": prog_fd, "counters": counters_fd, "events": events_fd},
-                           closers=[obj.close])
+                           closers=[obj.close],
+                           slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links])
         ok = True
         last_timings.clear()
         last_timings.update(timings)
@@ -301,6 +247,64 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     finally:
         if not ok:
             obj.close()
+
+
+def _generate_root(ctx: BuildContext, linked: Path, out: Path, entries,
+                   splice_ok: bool = True) -> list[splice.Linked]:
+    """Write ``out``: ``linked`` with the chain generated into the root program."""
+    slots = [splice.Slot(abi.SLOT_FUNCTION.format(i), tuple(e.policy.codes()),
+                         splice_ok and e.link is Link.SPLICE, i) for i, e in enumerate(entries)]
+    events = any(abi.DECISION_LOG in s.codes for s in slots)
+    return splice.splice(str(linked), str(out), abi.ROOT_PROG, slots, ctx.counters, events)
+
+
+def _headline(err: KernelError) -> str:
+    lines = [ln for ln in verifier_log(err.log or "").splitlines()
+             if ln.strip() and not ln.startswith(_VERIFIER_STATS)]
+    return lines[-1].strip() if lines else err.message
+
+
+def _load(ctx: BuildContext, path: Path, entries, results) -> "libbpf.BpfObject":
+    """Open ``path``, point each component's persistent maps at their pins, load."""
+    obj = libbpf.BpfObject(str(path))
+    try:
+        for p in obj.programs():
+            if p.name != abi.ROOT_PROG:
+                p.set_autoload(False)
+        by_name = {m.name: m for m in obj.maps()}
+        for entry, res in zip(entries, results):
+            wanted = _wanted_maps(entry, res)
+            for renamed, orig in res.maps.items():
+                m = by_name.get(renamed)
+                if m is not None:
+                    # None also overrides LIBBPF_PIN_BY_NAME for maps not kept
+                    m.set_pin_path(str(ctx.map_pin_dir(entry.name) / orig)
+                                   if orig in wanted else None)
+        for name in abi.ROOT_MAPS:
+            by_name[name].set_pin_path(None)
+        obj.load()
+        return obj
+    except BaseException:
+        obj.close()
+        raise
+
+
+def _wanted_maps(entry, res) -> set[str]:
+    wanted = set(res.maps.values()) if entry.pin_maps is None else set(entry.pin_maps)
+    unknown = wanted - set(res.maps.values())
+    if unknown:
+        raise ObjectError(f"object {os.path.basename(entry.object)} has no map(s) "
+                          f"{', '.join(sorted(unknown))} named in pin_maps",
+                          plugin=entry.plugin,
+                          fix=f"use some of: {', '.join(sorted(res.maps.values()))}")
+    return wanted
+
+
+def _pins(ctx: BuildContext, entries, results) -> dict[str, dict[str, str]]:
+    """program -> original map name -> pinned path."""
+    return {e.name: {orig: str(ctx.map_pin_dir(e.name) / orig)
+                     for orig in sorted(_wanted_maps(e, r))}
+            for e, r in zip(entries, results)}
 
 
 def preflight_check(ctx: BuildContext, prog_fd: int, entries) -> dict[str, int]:
@@ -324,10 +328,7 @@ def preflight_check(ctx: BuildContext, prog_fd: int, entries) -> dict[str, int]:
 
 def reset_after_preflight(counters_fd: int, events_fd: int) -> None:
     """Forget what the pre-flight packets left in counters and events."""
-    ncpu = libbpf.num_possible_cpus()
-    zero = bytes(56 * ncpu)
-    for slot in range(MAX_SLOTS):
-        libbpf.map_update(counters_fd, struct.pack("<I", slot), zero)
+    abi.zero_counters(counters_fd)
     try:
         from ..counters import read_events
         read_events(events_fd, limit=1 << 20)
@@ -335,5 +336,5 @@ def reset_after_preflight(counters_fd: int, events_fd: int) -> None:
         pass
 
 
-__all__ = ["build", "encode_config", "rootlet_path", "preflight_check",
+__all__ = ["build", "rootlet_path", "preflight_check",
            "MAX_SLOTS", "last_timings"]

@@ -1,0 +1,69 @@
+"""The ABI shared with the BPF side: mirrors ``bpf/xdphooks_config.h``.
+
+Every number the control plane exchanges with the rootlet, the generated root
+(link/splice.py) and the freplace dispatcher lives here once: decision codes,
+policy indexes, the config blob, the counters and events layouts, and the names
+of the objects' maps and functions. ``tests/test_abi.py`` compiles the header
+and checks that both sides agree.
+"""
+
+from __future__ import annotations
+
+import struct
+
+#: XDP return codes (enum xdp_action)
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+#: offsetof(struct xdp_md, ingress_ifindex)
+XDP_MD_INGRESS_IFINDEX = 12
+
+MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS
+MAGIC = 0x58445048  # 'XDPH'
+VERSION = 1
+
+# decision codes (XDPH_CONTINUE, XDPH_RETURN, XDPH_LOG)
+DECISION_CONTINUE, DECISION_RETURN, DECISION_LOG = 0, 1, 2
+# policy indexes: the XDP action values, then "unknown" for anything else
+POLICY_KEYS: tuple[str, ...] = ("aborted", "drop", "pass", "tx", "redirect", "unknown")
+POL_UNKNOWN = 5
+NR_POLICY = len(POLICY_KEYS)
+
+# names in the BPF objects
+ROOT_PROG = "xdphooks_root"
+CONFIG_SYMBOL = "xdph_config"
+COUNTERS_MAP = "xdph_counters"
+EVENTS_MAP = "xdph_events"
+ROOT_MAPS = (COUNTERS_MAP, EVENTS_MAP)
+LOG_FUNCTION = "xdph_log"
+SLOT_FUNCTION = "xdph_slot_{}"
+
+# struct xdphooks_config
+CONFIG_HEADER = struct.Struct("<IIIII")  # magic, version, nr_slots, counters, events
+
+# struct xdphooks_slot_stats {u64 packets; u64 verdicts[NR_POLICY];}: PERCPU_ARRAY, key = slot
+SLOT_STATS = struct.Struct(f"<{1 + NR_POLICY}Q")
+COUNTER_PACKETS_OFF = 0
+COUNTER_VERDICTS_OFF = 8
+
+# struct xdphooks_event {u64 ts_ns; u32 slot, retval, ifindex, flags;}
+EVENT = struct.Struct("<QIIII")
+EVENTS_SIZE = 64 * 1024
+
+
+def encode_config(codes: list[list[int]], counters: bool, events: bool | None = None) -> bytes:
+    """struct xdphooks_config for slots with decision ``codes`` (POLICY_KEYS order).
+    ``events`` defaults to "some slot logs"."""
+    if events is None:
+        events = any(DECISION_LOG in c for c in codes)
+    blob = bytearray(CONFIG_HEADER.pack(MAGIC, VERSION, len(codes), int(counters), int(events)))
+    table = bytearray(MAX_SLOTS * NR_POLICY)
+    for i, c in enumerate(codes):
+        table[i * NR_POLICY:(i + 1) * NR_POLICY] = bytes(c)
+    return bytes(blob + table)
+
+
+def zero_counters(fd: int, slots: int = MAX_SLOTS) -> None:
+    """Reset every slot's counters (after pre-flight)."""
+    from .kernel import libbpf
+    zero = bytes(SLOT_STATS.size * libbpf.num_possible_cpus())
+    for slot in range(slots):
+        libbpf.map_update(fd, struct.pack("<I", slot), zero)

@@ -1,0 +1,365 @@
+"""The static chain's root program, generated: one loop over the slots.
+
+libbpf's linker gives us ``chain.o``: the rootlet (maps, ``xdph_log``, a stub
+``xdphooks_root``) and every component's rewritten copy, whose entry is the
+global function ``xdph_slot_<N>`` in ``.text``. This pass replaces the stub's
+code with the chain itself, slot by slot:
+
+* **spliced** (the default): the entry function's body is placed inline. Each
+  ``exit`` becomes a jump to the slot's epilogue with the verdict in r0. The
+  component's frame is shifted down by 8 bytes (every ``r10`` access and every
+  copy of ``r10``), so ``[r10 - 8]`` holds ctx where the component cannot
+  reach it; the next slot reloads ctx from there. The component's own
+  subprograms stay ordinary calls; relocations, line_info and CO-RE records
+  follow their instructions. No call, no return thunk: what is left per slot
+  is one load and one compare.
+* **called**: ``call xdph_slot_<N>`` as before, where splicing cannot keep the
+  semantics (a tail call from the entry would leave the whole chain; a frame
+  that would not fit; an instruction this pass does not handle). Decided per
+  slot, with the reason reported.
+
+The epilogue is generated from the slot's policy, known at build time: the
+default (pass continues, everything else ends the chain) is a single
+``if w0 != XDP_PASS goto exit``. Counters and events follow
+:mod:`xdphooks.abi`. The verifier remains the judge of the result.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+
+from .. import abi
+from . import elf as E
+from . import insn as I
+from .btf import Btf, BtfExt
+
+R_BPF_64_64, R_BPF_64_32 = 1, 10
+FUNC_INFO, LINE_INFO, CORE_RELO = 0, 1, 2
+CTX_SLOT = -8  # where the root keeps ctx
+KEY_SLOT = -16  # scratch for the counters key (the component's frame is dead by then)
+FRAME_SHIFT = 8  # bytes the component's frame moves down to make room for ctx
+MAX_STACK = 512
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One slot as the generator sees it."""
+
+    function: str  # xdph_slot_<N> in .text
+    codes: tuple[int, ...]  # decision codes in abi.POLICY_KEYS order
+    splice: bool = True  # asked for; may still end up called
+    key: int = 0  # counters index
+
+
+@dataclass(frozen=True)
+class Linked:
+    """What became of a slot: ``link`` is "spliced" or "called"; ``reason`` says why
+    a slot asked to be spliced was called."""
+
+    link: str
+    reason: str = ""
+
+
+class _Unspliceable(Exception):
+    pass
+
+
+# --- reading the linked object --------------------------------------------------------------
+
+
+@dataclass
+class _Obj:
+    elf: E.Elf
+    btf: Btf
+    ext: BtfExt
+    sym_index: dict[str, int]
+    text: E.Section
+    text_rels: dict[int, E.Rel]  # byte offset -> relocation
+    text_secsym: int
+
+    @classmethod
+    def read(cls, path: str) -> "_Obj":
+        elf = E.read_elf(path)
+        btf = Btf.parse(elf.section(".BTF").data, path)
+        ext = BtfExt.parse(elf.section(".BTF.ext").data, btf, path)
+        text = elf.section(".text")
+        if text is None:
+            raise _Unspliceable("the linked object has no .text")
+        sym_index = {s.name: i for i, s in enumerate(elf.symbols) if s.name}
+        rels = {}
+        for s in elf.sections:
+            if s.type == E.SHT_REL and s.info == text.index:
+                rels.update({r.offset: r for r in E.parse_rels(s.data)})
+        secsym = next((i for i, s in enumerate(elf.symbols)
+                       if s.type == E.STT_SECTION and s.shndx == text.index), -1)
+        return cls(elf, btf, ext, sym_index, text, rels, secsym)
+
+    def records(self, section: str, start: int, end: int) -> list[tuple[int, bytes]]:
+        """(kind, record) of BTF.ext records for ``section`` in [start, end)."""
+        out = []
+        for kind, secs in enumerate(self.ext.infos):
+            for name, recs in secs:
+                if name != section:
+                    continue
+                for r in recs:
+                    off = struct.unpack_from("<I", r, 0)[0]
+                    if start <= off < end:
+                        out.append((kind, bytes(r)))
+        return out
+
+
+# --- one component's entry, made inline -----------------------------------------------------
+
+
+def _body(obj: _Obj, function: str, done: I.Label) -> list[I.Insn | I.Place]:
+    """The entry function's code, transformed to run inline; raises _Unspliceable."""
+    idx = obj.sym_index.get(function)
+    if idx is None:
+        raise _Unspliceable(f"no function {function}")
+    sym = obj.elf.symbols[idx]
+    start, size = sym.value, sym.size
+    if sym.shndx != obj.text.index or not size or start % 8 or start + size > len(obj.text.data):
+        raise _Unspliceable("the entry function has no usable size in .text")
+    code = obj.text.data[start: start + size]
+    insns = I.decode(code)
+    targets = {pos + ins.off + 1 for pos, ins in insns if ins.is_jump()}
+    labels = {pos: I.Label(f"{function}+{pos}") for pos in targets}
+    ext: dict[int, list[tuple[int, bytes]]] = {}
+    for kind, rec in obj.records(".text", start, start + size):
+        if kind == FUNC_INFO:
+            continue  # the entry is no function of its own any more
+        ext.setdefault(struct.unpack_from("<I", rec, 0)[0] - start, []).append((kind, rec))
+    n_slots = len(code) // 8
+    out: list[I.Insn | I.Place] = []
+    skip_add = False
+    for k, (pos, ins) in enumerate(insns):
+        if pos in labels:
+            out.append(I.Place(labels[pos]))
+        ins = replace(ins, ext=list(ext.get(pos * 8, [])))
+        rel = obj.text_rels.get(start + pos * 8)
+        cls, op = ins.cls, ins.code & 0xF0
+        if skip_add:  # folded into the r10 copy before it
+            skip_add = False
+            continue
+        if ins.code == I.LD_IMM64 and ins.src == I.PSEUDO_FUNC and rel is None:
+            raise _Unspliceable("a callback address without relocation")
+        if rel is not None:
+            ins.reloc = (rel.sym, rel.type)
+        if ins.is_jump():
+            tgt = pos + ins.off + 1
+            if not 0 <= tgt <= n_slots:
+                raise _Unspliceable(f"a jump leaves the function (instruction {pos})")
+            ins.target = labels[tgt] if tgt < n_slots else done
+        elif cls in (I.JMP, I.JMP32) and op == I.EXIT:
+            ins = replace(I.ja(done), ext=ins.ext)
+        elif cls == I.JMP and op == I.CALL:
+            if ins.src == 0 and ins.imm == I.HELPER_TAIL_CALL:
+                raise _Unspliceable("the entry tail-calls (spliced, the tail call would "
+                                    "leave the whole chain)")
+            if ins.src == I.PSEUDO_CALL and rel is None:
+                # pc-relative call inside .text: re-express against .text's section symbol
+                tgt = start // 8 + pos + ins.imm + 1
+                if obj.text_secsym < 0:
+                    raise _Unspliceable("a local call without a .text section symbol")
+                ins.imm, ins.reloc = tgt - 1, (obj.text_secsym, R_BPF_64_32)
+        elif cls in (I.JMP, I.JMP32):
+            raise _Unspliceable(f"unsupported jump opcode {ins.code:#04x}")
+        if cls in (I.LD,) and ins.code != I.LD_IMM64:
+            raise _Unspliceable("legacy packet access (LD_ABS/LD_IND)")
+        # the frame shift: every use of r10
+        fp_base = (cls == I.LDX and ins.src == I.FP) or (cls in (I.ST, I.STX) and ins.dst == I.FP)
+        if fp_base:
+            if cls in (I.LDX, I.ST, I.STX) and (ins.code & 0xE0) not in (I.MEM, I.ATOMIC):
+                raise _Unspliceable(f"unsupported stack access {ins.code:#04x}")
+            ins.off -= FRAME_SHIFT
+            if ins.off < -MAX_STACK:
+                raise _Unspliceable(f"its frame ({-ins.off - FRAME_SHIFT} bytes) leaves no room "
+                                    "for the chain's 8 bytes")
+            out.append(ins)
+            continue
+        if ins.code == I.ALU64 | I.MOV | I.X and ins.src == I.FP:
+            out.append(ins)
+            nxt = insns[k + 1][1] if k + 1 < len(insns) else None
+            nxt_pos = insns[k + 1][0] if k + 1 < len(insns) else -1
+            if (nxt is not None and nxt.code == I.ALU64 | I.ADD | I.K and nxt.dst == ins.dst
+                    and nxt_pos not in labels and obj.text_rels.get(start + nxt_pos * 8) is None):
+                out.append(replace(I.add_imm(ins.dst, nxt.imm - FRAME_SHIFT),
+                                   ext=list(ext.get(nxt_pos * 8, []))))
+                skip_add = True
+            else:
+                out.append(I.add_imm(ins.dst, -FRAME_SHIFT))
+            continue
+        if ins.src == I.FP and cls in (I.ALU, I.ALU64) and ins.code & I.X or ins.dst == I.FP \
+                and cls in (I.ALU, I.ALU64, I.LDX) or ins.src == I.FP and cls == I.STX:
+            raise _Unspliceable(f"an unusual use of the frame pointer (instruction {pos})")
+        out.append(ins)
+    return out
+
+
+# --- the generated root ---------------------------------------------------------------------
+
+
+def _epilogue(slot: Slot, n: int, obj: _Obj, counters: bool, events: bool,
+              leave: I.Label) -> list[I.Insn | I.Place]:
+    """After slot ``n``: r0 holds its verdict. Count, apply the policy, fall through to
+    the next slot on "continue"."""
+    out: list[I.Insn | I.Place] = []
+    if counters:
+        skip, clamped = I.Label("nocount"), I.Label("clamped")
+        out += [I.mov_reg(6, 0),
+                I.st_imm(I.W, I.FP, KEY_SLOT, slot.key),
+                I.mov_reg(2, I.FP), I.add_imm(2, KEY_SLOT),
+                I.ld_map(1, obj.sym_index[abi.COUNTERS_MAP], R_BPF_64_64),
+                I.call_helper(I.HELPER_MAP_LOOKUP),
+                I.jmp_imm(I.JEQ, 0, 0, skip),
+                I.ldx(I.DW, 1, 0, abi.COUNTER_PACKETS_OFF), I.add_imm(1, 1),
+                I.stx(I.DW, 0, 1, abi.COUNTER_PACKETS_OFF),
+                # verdicts[min((u32)ret, UNKNOWN)]
+                I.mov_reg(1, 6), I.alu_imm(I.LSH, 1, 32), I.alu_imm(I.RSH, 1, 32),
+                I.jmp_imm(I.JLE, 1, abi.POL_UNKNOWN, clamped), I.mov_imm(1, abi.POL_UNKNOWN),
+                I.Place(clamped), I.alu_imm(I.LSH, 1, 3), I.Insn(I.ALU64 | I.ADD | I.X, 0, 1),
+                I.ldx(I.DW, 1, 0, abi.COUNTER_VERDICTS_OFF), I.add_imm(1, 1),
+                I.stx(I.DW, 0, 1, abi.COUNTER_VERDICTS_OFF),
+                I.Place(skip), I.mov_reg(0, 6)]
+    codes = list(slot.codes)
+    if not events:
+        codes = [abi.DECISION_CONTINUE if c == abi.DECISION_LOG else c for c in codes]
+    known, unknown = codes[:abi.POL_UNKNOWN], codes[abi.POL_UNKNOWN]
+    cont = [v for v, c in enumerate(known) if c == abi.DECISION_CONTINUE]
+    if unknown == abi.DECISION_RETURN and len(cont) == 1 and all(
+            c == abi.DECISION_RETURN for v, c in enumerate(known) if v != cont[0]):
+        # the common shape (libxdp's default): one verdict continues, all others end it
+        return out + [I.jmp32_imm(I.JNE, 0, cont[0], leave)]
+    log = I.Label("log")
+    for value, c in enumerate(known):
+        if c == abi.DECISION_RETURN:
+            out.append(I.jmp32_imm(I.JEQ, 0, value, leave))
+        elif c == abi.DECISION_LOG:
+            out.append(I.jmp32_imm(I.JEQ, 0, value, log))
+    if unknown != abi.DECISION_CONTINUE:
+        out.append(I.jmp32_imm(I.JGT, 0, abi.POL_UNKNOWN - 1,
+                               leave if unknown == abi.DECISION_RETURN else log))
+    if abi.DECISION_LOG in codes:
+        nxt = I.Label("next")
+        out += [I.ja(nxt), I.Place(log),
+                # xdph_log(slot, ret, ctx->ingress_ifindex)
+                I.mov_reg(2, 0), I.mov_imm(1, slot.key),
+                I.ldx(I.DW, 3, I.FP, CTX_SLOT), I.ldx(I.W, 3, 3, abi.XDP_MD_INGRESS_IFINDEX),
+                I.call_symbol(obj.sym_index[abi.LOG_FUNCTION], R_BPF_64_32),
+                I.Place(nxt)]
+    return out
+
+
+def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool
+             ) -> tuple[list[I.Insn | I.Place], list[Linked]]:
+    """The root program's instructions, and what became of each slot."""
+    leave = I.Label("leave")
+    prog: list[I.Insn | I.Place] = [I.stx(I.DW, I.FP, 1, CTX_SLOT)]
+    linked = []
+    for n, slot in enumerate(slots):
+        if n:
+            prog.append(I.ldx(I.DW, 1, I.FP, CTX_SLOT))
+        done = I.Label(f"done{n}")
+        body, how = None, Linked("called")
+        if slot.splice:
+            try:
+                body = _body(obj, slot.function, done)
+                how = Linked("spliced")
+            except _Unspliceable as e:
+                how = Linked("called", str(e))
+        if body is None:
+            body = [I.call_symbol(obj.sym_index[slot.function], R_BPF_64_32)]
+        prog += body
+        prog.append(I.Place(done))
+        prog += _epilogue(slot, n, obj, counters, events, leave)
+        linked.append(how)
+    prog += [I.mov_imm(0, abi.XDP_PASS), I.exit_(), I.Place(leave), I.exit_()]
+    return prog, linked
+
+
+# --- writing the object ---------------------------------------------------------------------
+
+
+def splice(linked_path: str, out_path: str, root: str, slots: list[Slot], counters: bool,
+           events: bool) -> list[Linked]:
+    """Replace function ``root`` of ``linked_path`` by the generated chain; write ``out_path``."""
+    try:
+        obj = _Obj.read(linked_path)
+    except _Unspliceable as e:
+        raise ValueError(str(e)) from None
+    elf = obj.elf
+    rsym_i = obj.sym_index[root]
+    rsym = elf.symbols[rsym_i]
+    sec = elf.sections[rsym.shndx]
+    r_start, r_end = rsym.value, rsym.value + rsym.size
+    prog, linked = generate(obj, slots, counters, events)
+    code, placed = I.assemble(prog)
+    delta = len(code) - (r_end - r_start)
+
+    def moved(off: int) -> int:
+        return off + delta if off >= r_end else off
+
+    sec.data = sec.data[:r_start] + code + sec.data[r_end:]
+    for s in elf.symbols:
+        if s.shndx == sec.index and s is not rsym and s.type != E.STT_SECTION:
+            s.value = moved(s.value)
+    rsym.size = len(code)
+    # relocations of the root's section: the generated ones replace the stub's
+    new_rels = [E.Rel(r_start + off, ins.reloc[0], ins.reloc[1])
+                for off, ins in placed if ins.reloc is not None]
+    rel_sec = next((s for s in elf.sections if s.type == E.SHT_REL and s.info == sec.index), None)
+    if rel_sec is None:
+        rel_sec = E.Section(f".rel{sec.name}", E.SHT_REL, 0x40, b"", 0, sec.index, 8, 16)
+        elf.sections.append(rel_sec)
+    kept = [E.Rel(moved(r.offset), r.sym, r.type) for r in E.parse_rels(rel_sec.data)
+            if not r_start <= r.offset < r_end]
+    rel_sec.data = E.pack_rels(sorted(kept + new_rels, key=lambda r: r.offset))
+    # BTF.ext: the stub keeps its func_info and first line_info at the root's start; the
+    # inlined code brings its own line_info and CO-RE records
+    for kind, secs in enumerate(obj.ext.infos):
+        recs = next((r for name, r in secs if name == sec.name), None)
+        if recs is None:
+            recs = []
+            secs.append((sec.name, recs))
+        out, kept_start = [], False
+        for r in recs:
+            off = _off(r)
+            if not r_start <= off < r_end:
+                out.append(_at(r, moved(off)))
+            elif off == r_start and kind in (FUNC_INFO, LINE_INFO) and not kept_start:
+                out.append(r)
+                kept_start = True
+        out += [_at(rec, r_start + off) for off, ins in placed for k, rec in ins.ext
+                if k == kind]
+        recs[:] = sorted(out, key=_off)
+    ext_blob = obj.ext.encode(obj.btf)
+    for s in elf.sections:
+        if s.name == ".BTF.ext":
+            s.data = ext_blob
+        elif s.name == ".BTF":
+            s.data = obj.btf.encode()
+    secs = [s for s in elf.sections if s.type not in (E.SHT_SYMTAB, E.SHT_STRTAB)]
+    pos = {id(s): i for i, s in enumerate(secs)}
+    remap = {i: pos[id(s)] for i, s in enumerate(elf.sections) if id(s) in pos}
+    for s in secs:
+        if s.type == E.SHT_REL:
+            s.info = remap[s.info]
+    for s in elf.symbols:
+        if 0 < s.shndx < E.SHN_LORESERVE:
+            s.shndx = remap[s.shndx]
+    E.write_elf(out_path, secs, elf.symbols, elf.flags)
+    return linked
+
+
+def _off(rec: bytes) -> int:
+    return struct.unpack_from("<I", rec, 0)[0]
+
+
+def _at(rec: bytes, off: int) -> bytearray:
+    r = bytearray(rec)
+    struct.pack_into("<I", r, 0, off)
+    return r
+
+
+__all__ = ["Slot", "Linked", "splice", "generate"]
