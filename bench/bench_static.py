@@ -3,7 +3,11 @@
 
 Variants per N (each component does the same small work: bounds-check the
 Ethernet header and read the EtherType):
-  static      rootlet + N rewritten components linked into one program (counters off)
+  spliced     the default static chain: N components inlined into the generated root
+              (counters off)
+  spliced+cnt same, counters on
+  static      rootlet + N rewritten components, every slot called (link = "call";
+              counters off)
   static+cnt  same, counters on
   mono        one hand-written program doing the N checks inline
   tailcall    N programs chained with bpf_tail_call (the kernel stops a chain after
@@ -104,7 +108,7 @@ CALL_SLOTS = """#include <linux/bpf.h>
 %s
 char _license[] SEC("license") = "GPL";
 """ % (WORK, SLOTS64)
-VARIANTS = ("static", "static+cnt", "mono", "tailcall", "calls")
+VARIANTS = ("spliced", "spliced+cnt", "static", "static+cnt", "mono", "tailcall", "calls")
 
 
 def cc(src: str, out: Path, *defs: str) -> Path:
@@ -128,20 +132,24 @@ def main() -> None:
     call_slots = cc(CALL_SLOTS, tmp / "call_slots.o")
     pkt = pf.udp(40000, 53)
     results: dict[tuple[str, int], list[float]] = {}
-    cp: dict[int, dict[str, list[float]]] = {}
+    cp: dict[tuple[int, str], dict[str, list[float]]] = {}
     keep = []
     with private_bpffs() as fs:
         fds: dict[tuple[str, int], int] = {}
         for n in ns:
-            cp[n] = {"rewrite_link": [], "load": [], "preflight": []}
-            for counters in (False, True):
-                for _ in range(3 if not counters else 1):
-                    b = static.build(make_ctx(fs, [entry(f"c{i}", comp) for i in range(n)],
-                                              counters=counters))
-                    for k, v in static.last_timings.items():
-                        cp[n][k].append(v)
-                    keep.append(b)
-                fds[("static+cnt" if counters else "static", n)] = b.prog_fd
+            for name in ("spliced", "static"):
+                cp[(n, name)] = {"rewrite_link": [], "load": [], "preflight": []}
+            for link, name in (("splice", "spliced"), ("call", "static")):
+                for counters in (False, True):
+                    for _ in range(3 if not counters else 1):
+                        b = static.build(make_ctx(fs, [entry(f"c{i}", comp, link=link)
+                                                       for i in range(n)], counters=counters))
+                        for k, v in static.last_timings.items():
+                            cp[(n, name)][k].append(v)
+                        keep.append(b)
+                    assert {s["link"] for s in b.slot_links} == {name if name == "spliced"
+                                                                   else "called"}, b.slot_links
+                    fds[(f"{name}+cnt" if counters else name, n)] = b.prog_fd
             mono = libbpf.BpfObject(str(cc(MONO, tmp / f"mono{n}.o", f"-DNCOMP={n}")))
             mono.load()
             keep.append(mono)
@@ -178,8 +186,11 @@ def main() -> None:
 
     print(f"# ns/packet, BPF_PROG_TEST_RUN repeat={args.repeat}, {args.rounds} interleaved "
           f"rounds, median (min-max)")
-    print(f"{'N':>3} | " + " | ".join(f"{v:>14}" for v in VARIANTS)
-          + f" | {'static/mono':>11} | {'static/tail':>11} | ns/extra prog "
+    mitigation = Path("/sys/devices/system/cpu/vulnerabilities/spec_rstack_overflow")
+    print(f"# {mitigation.name}: "
+          f"{mitigation.read_text().strip() if mitigation.exists() else 'n/a'}")
+    print(f"{'N':>3} | " + " | ".join(f"{v:>15}" for v in VARIANTS)
+          + f" | {'spliced/mono':>12} | {'called/mono':>11} | {'cnt ns/prog':>11} | ns/extra prog "
           + ", ".join(VARIANTS))
     base = ns[0]
     for n in ns:
@@ -187,15 +198,18 @@ def main() -> None:
         for v in VARIANTS:
             extra.append("-" if n == base else
                          f"{(med(v, n) - med(v, base)) / (n - base):.2f}")
-        print(f"{n:>3} | " + " | ".join(f"{med(v, n):>5} ({rng(v, n):>7})" for v in VARIANTS)
-              + f" | {med('static', n) / max(med('mono', n), 1):>11.2f}"
-              + f" | {med('static', n) / max(med('tailcall', n), 1):>11.2f} | " + ", ".join(extra))
+        cnt = (med("spliced+cnt", n) - med("spliced", n)) / n
+        print(f"{n:>3} | " + " | ".join(f"{med(v, n):>5} ({rng(v, n):>8})" for v in VARIANTS)
+              + f" | {med('spliced', n) / max(med('mono', n), 1):>12.2f}"
+              + f" | {med('static', n) / max(med('mono', n), 1):>11.2f} | {cnt:>11.2f} | "
+              + ", ".join(extra))
     print()
-    print("# control plane (ms, median of 4 builds): rewrite+link, load (incl. verifier), "
-          "pre-flight (4 test runs + counter reset)")
+    print("# control plane (ms, median of 4 builds): rewrite+link(+generate), load (incl. "
+          "verifier), pre-flight (4 test runs + counter reset)")
     for n in ns:
-        print(f"{n:>3} | " + " | ".join(f"{k} {statistics.median(v) * 1000:7.1f}"
-                                        for k, v in cp[n].items()))
+        for name in ("spliced", "static"):
+            print(f"{n:>3} {name:<8}| " + " | ".join(
+                f"{k} {statistics.median(v) * 1000:7.1f}" for k, v in cp[(n, name)].items()))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
  * xdphooks_root below is a stub: xdphooks/link/splice.py replaces it with the
  * chain, generated for this chain's slots and policies (each slot spliced
  * inline or called). This object provides the root's section, BTF and
- * signature, the per-slot counters, the event ring and the logging function.
+ * signature, the per-slot counters, the event ring, the logging function and
+ * the array that joins the segments of a long chain.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -16,10 +17,19 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XDPHOOKS_MAX_SLOTS);
+	__uint(max_entries, XDPHOOKS_MAX_CHAIN);
 	__type(key, __u32);
 	__type(value, struct xdphooks_slot_stats);
 } xdph_counters SEC(".maps");
+
+/* A chain too big for one program (maps, slots) is several linked programs:
+ * segment k ends with a tail call to segment k + 1 through this array. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, XDPHOOKS_MAX_SEGMENTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} xdph_segments SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

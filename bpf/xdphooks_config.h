@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* xdphooks: ABI shared by the rootlet (static backend), the freplace
- * dispatcher and the Python control plane. Keep in sync with
- * xdphooks/model.py (DECISION_CODES, POLICY_KEYS) and xdphooks/counters.py.
+ * dispatcher and the Python control plane. Mirrored by
+ * xdphooks/abi.py (tests/test_abi.py checks that both agree).
  */
 #ifndef XDPHOOKS_CONFIG_H
 #define XDPHOOKS_CONFIG_H
 
 #include <linux/types.h>
 
-#define XDPHOOKS_MAX_SLOTS 128
+#define XDPHOOKS_MAX_SLOTS 128   /* per linked program; dispatcher config table */
+#define XDPHOOKS_MAX_CHAIN 256   /* programs in one static chain: counters entries */
+#define XDPHOOKS_MAX_SEGMENTS 32 /* linked programs joined by tail calls */
 #define XDPHOOKS_MAGIC 0x58445048 /* 'XDPH' */
 #define XDPHOOKS_VERSION 1
 #define XDPHOOKS_CONFIG_VERSION XDPHOOKS_VERSION
@@ -38,7 +40,8 @@ struct xdphooks_config {
 	__u8 policy[XDPHOOKS_MAX_SLOTS][XDPH_NR_POLICY];
 };
 
-/* value of map `xdph_counters` (PERCPU_ARRAY, max_entries XDPHOOKS_MAX_SLOTS) */
+/* value of map `xdph_counters` (PERCPU_ARRAY, key = slot; max_entries
+ * XDPHOOKS_MAX_CHAIN in the rootlet, XDPHOOKS_MAX_SLOTS in the dispatcher) */
 struct xdphooks_slot_stats {
 	__u64 packets;                   /* times the slot ran */
 	__u64 verdicts[XDPH_NR_POLICY];  /* by policy index */

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from xdphooks.backends.base import BuildContext
-from xdphooks.model import Chain, ChainEntry, InterfaceRef, VerdictPolicy
+from xdphooks.model import Chain, ChainEntry, InterfaceRef, Link, VerdictPolicy
 from xdphooks.paths import Paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,11 +36,11 @@ def private_bpffs():
 
 
 def entry(name: str, obj, policy: str | VerdictPolicy = "", program=None, pin_maps=None,
-          plugin: str | None = None) -> ChainEntry:
+          plugin: str | None = None, link: str = "splice") -> ChainEntry:
     pol = policy if isinstance(policy, VerdictPolicy) else VerdictPolicy.parse(policy)
     return ChainEntry(name, plugin or f"plug-{name}", str(obj), program, 50, pol,
                       digest=hashlib.sha256(Path(obj).read_bytes()).hexdigest(),
-                      pin_maps=pin_maps)
+                      pin_maps=pin_maps, link=Link(link))
 
 
 def make_ctx(bpffs: Path, entries, counters: bool = True) -> BuildContext:

@@ -16,7 +16,9 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 #: offsetof(struct xdp_md, ingress_ifindex)
 XDP_MD_INGRESS_IFINDEX = 12
 
-MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS
+MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS: per linked program / dispatcher config
+MAX_CHAIN = 256  # XDPHOOKS_MAX_CHAIN: programs in one static chain (counters entries)
+MAX_SEGMENTS = 32  # XDPHOOKS_MAX_SEGMENTS: linked programs joined by tail calls (kernel: 33)
 MAGIC = 0x58445048  # 'XDPH'
 VERSION = 1
 
@@ -33,6 +35,7 @@ CONFIG_SYMBOL = "xdph_config"
 COUNTERS_MAP = "xdph_counters"
 EVENTS_MAP = "xdph_events"
 ROOT_MAPS = (COUNTERS_MAP, EVENTS_MAP)
+SEGMENTS_MAP = "xdph_segments"  # PROG_ARRAY: segment k of a chain at key k
 LOG_FUNCTION = "xdph_log"
 SLOT_FUNCTION = "xdph_slot_{}"
 

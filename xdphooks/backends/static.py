@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ..model import Decision, Link
 from .base import BuildContext, BuiltChain
 from .preflight import CANNED
 
-MAX_SLOTS = abi.MAX_SLOTS
+MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
 MAX_USED_MAPS = 64  # kernel MAX_USED_MAPS
 MAX_STACK = 512
 ROOTLET = "rootlet.o"
@@ -44,23 +45,35 @@ def rootlet_path(data_dir: Path) -> Path:
 # --- build ----------------------------------------------------------------------------------
 
 
-def _check_limits(ctx: BuildContext, results, rootlet: Path) -> None:
+def _segments(ctx: BuildContext, results, rootlet: Path) -> list[list[int]]:
+    """Split the chain into linked programs that each stay within the kernel's
+    MAX_USED_MAPS and MAX_SLOTS slots, in chain order; one segment unless needed."""
     from ..link.rewrite import count_maps
-    n_maps, data = count_maps(str(rootlet))
-    per_prog = {}
-    for entry, res in zip(ctx.chain.entries, results):
-        per_prog[entry.name] = len(res.maps)
-        n_maps += len(res.maps)
+    root_maps, root_data = count_maps(str(rootlet))
+    segs: list[list[int]] = [[]]
+    used, data = root_maps, set(root_data)
+    entries = ctx.chain.entries
+    for i, (entry, res) in enumerate(zip(entries, results)):
+        need = used + len(res.maps) + len(data | res.data_sections)
+        if segs[-1] and (need > MAX_USED_MAPS or len(segs[-1]) >= MAX_SLOTS):
+            segs.append([])
+            used, data = root_maps, set(root_data)
+            need = used + len(res.maps) + len(data | res.data_sections)
+        if need > MAX_USED_MAPS:
+            raise LimitError(f"interface {ctx.interface}: program {entry.name!r} uses "
+                             f"{len(res.maps) + len(res.data_sections)} maps; with the chain's "
+                             f"own {root_maps} that is {need}, the kernel allows "
+                             f"{MAX_USED_MAPS} per program", plugin=entry.plugin,
+                             fix='use fewer maps in the program, or mode = "freplace"')
+        segs[-1].append(i)
+        used += len(res.maps)
         data |= res.data_sections
-    total = n_maps + len(data)
-    if total > MAX_USED_MAPS:
-        ranked = sorted(per_prog.items(), key=lambda kv: -kv[1])
-        worst = ", ".join(f"{k} {v}" for k, v in ranked[:3])
-        culprit = next(e for e in ctx.chain.entries if e.name == ranked[0][0])
-        raise LimitError(f"interface {ctx.interface}: the linked program would use {total} maps, "
-                         f"the kernel allows {MAX_USED_MAPS} per program (largest: {worst})",
-                         plugin=culprit.plugin,
-                         fix="move some programs to another interface or use mode = \"freplace\"")
+    if len(segs) > abi.MAX_SEGMENTS:
+        raise LimitError(f"interface {ctx.interface}: the chain needs {len(segs)} linked "
+                         f"programs, tail calls join at most {abi.MAX_SEGMENTS}",
+                         plugin=entries[segs[abi.MAX_SEGMENTS][0]].plugin,
+                         fix="remove programs or spread them over interfaces")
+    return segs
 
 
 _VERIFIER_STATS = ("processed ", "verification time", "stack depth", "Func#")
@@ -170,14 +183,15 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     timings = {}
     t0 = time.perf_counter()
     entries = list(ctx.chain.entries)
-    if len(entries) > MAX_SLOTS:
+    if len(entries) > abi.MAX_CHAIN:
         per_plugin: dict[str, int] = {}
         for e in entries:
             per_plugin[e.plugin] = per_plugin.get(e.plugin, 0) + 1
         plugin, n = max(per_plugin.items(), key=lambda kv: kv[1])
         raise LimitError(f"interface {ctx.interface}: {len(entries)} programs ({n} of them "
-                         f"from this plugin), the static backend supports at most {MAX_SLOTS}",
-                         plugin=plugin, fix="remove programs or spread them over interfaces")
+                         f"from this plugin), the static backend supports at most "
+                         f"{abi.MAX_CHAIN}", plugin=plugin,
+                         fix="remove programs or spread them over interfaces")
     rootlet = rootlet_path(ctx.data_dir)
     work = Path(ctx.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -186,10 +200,60 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         out = work / f"slot{i}-{entry.name}.o"
         results.append(rewrite(ctx.trusted_object(entry), str(out), i, entry.program,
                                who=entry.plugin))
-    _check_limits(ctx, results, rootlet)
-    linked = work / "chain.o"
+    segments = _segments(ctx, results, rootlet)
+    linked = []
+    for k, seg in enumerate(segments):
+        linked.append(work / f"chain{k}.o")
+        _link(ctx, linked[-1], rootlet, [results[i] for i in seg], entries)
+    timings["rewrite_link"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    objs: list = []
+    links: list[splice.Linked] = []
     try:
-        libbpf.link_objects(str(linked), [str(rootlet)] + [r.path for r in results])
+        shared: dict[str, int] = {}
+        for k, seg in enumerate(segments):
+            nxt = k + 1 if k + 1 < len(segments) else None
+            obj, seg_links = _load_segment(ctx, linked[k], work / f"root{k}.o", seg, nxt,
+                                           entries, results, shared)
+            objs.append(obj)
+            links += seg_links
+            if k == 0:
+                by_name = {m.name: m for m in obj.maps()}
+                shared = {n: by_name[n].fd for n in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,)}
+        for k, obj in enumerate(objs[1:], 1):  # join the segments
+            libbpf.map_update(shared[abi.SEGMENTS_MAP], k.to_bytes(4, "little"),
+                              obj.program(abi.ROOT_PROG).fd.to_bytes(4, "little"))
+        prog_fd = objs[0].program(abi.ROOT_PROG).fd
+        info, _ = libbpf.prog_info(prog_fd)
+        timings["load"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        counters_fd, events_fd = shared[abi.COUNTERS_MAP], shared[abi.EVENTS_MAP]
+        if preflight:
+            preflight_check(ctx, prog_fd, entries)
+            reset_after_preflight(counters_fd, events_fd, len(entries))
+        timings["preflight"] = time.perf_counter() - t2
+        pins = {"root": prog_fd, "counters": counters_fd, "events": events_fd}
+        if len(objs) > 1:
+            # the segments live as long as this user reference to their prog array
+            pins["segments"] = shared[abi.SEGMENTS_MAP]
+        built = BuiltChain(mode="static", prog_fd=prog_fd,
+                           slot_prog_ids=[info.id] * len(entries), maps=_pins(ctx, entries, results),
+                           pins=pins, closers=[o.close for o in objs],
+                           slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links])
+        objs = []
+        last_timings.clear()
+        last_timings.update(timings)
+        return built
+    finally:
+        for o in objs:
+            o.close()
+
+
+def _link(ctx: BuildContext, out: Path, rootlet: Path, results, entries) -> None:
+    try:
+        libbpf.link_objects(str(out), [str(rootlet)] + [r.path for r in results])
     except KernelError as e:
         last = [ln for ln in e.log.splitlines() if ln.strip() and "adding object" not in ln]
         # libbpf names the input it choked on: slot<N>-<name>.o is entries[N]
@@ -200,62 +264,39 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
                           plugin=culprit.plugin if culprit else None,
                           fix=f"check {os.path.basename(culprit.object) if culprit else 'the objects'}"
                               " with bpftool gen object", detail=e.log) from None
-    root = work / "root.o"
-    links = _generate_root(ctx, linked, root, entries)
-    timings["rewrite_link"] = time.perf_counter() - t0
 
-    t1 = time.perf_counter()
+
+def _load_segment(ctx: BuildContext, linked: Path, root: Path, seg: list[int],
+                  next_segment: int | None, entries, results, shared: dict[str, int]):
+    """Generate and load one segment's root; a spliced root the verifier refuses is
+    retried with every slot called (the verifier is the judge, and each slot says why)."""
+    seg_entries = [entries[i] for i in seg]
+    seg_results = [results[i] for i in seg]
+    links = _generate_root(ctx, linked, root, seg, next_segment)
     try:
-        obj = _load(ctx, root, entries, results)
+        return _load(ctx, root, seg_entries, seg_results, shared), links
     except KernelError as e:
         if not any(ln.link == "spliced" for ln in links):
             raise _verifier_error(ctx, e, results) from None
-        # The verifier is the judge: a spliced chain it refuses is retried called, and
-        # each slot says why (the called chain's own refusal is the real error then).
         headline = _headline(e)
-        links = _generate_root(ctx, linked, root, entries, splice_ok=False)
-        links = [splice.Linked("called", f"the verifier refused the spliced chain: {headline}")
-                 if e_.link is Link.SPLICE else ln for e_, ln in zip(entries, links)]
-        try:
-            obj = _load(ctx, root, entries, results)
-        except KernelError as e2:
-            raise _verifier_error(ctx, e2, results) from None
-    ok = False
+    links = _generate_root(ctx, linked, root, seg, next_segment, splice_ok=False)
+    links = [splice.Linked("called", f"the verifier refused the spliced chain: {headline}")
+             if entries[i].link is Link.SPLICE else ln for i, ln in zip(seg, links)]
     try:
-        prog = obj.program(abi.ROOT_PROG)
-        prog_fd = prog.fd
-        info, _ = libbpf.prog_info(prog_fd)
-        timings["load"] = time.perf_counter() - t1
-
-        t2 = time.perf_counter()
-        by_name = {m.name: m for m in obj.maps()}
-        counters_fd = by_name[abi.COUNTERS_MAP].fd
-        events_fd = by_name[abi.EVENTS_MAP].fd
-        if preflight:
-            preflight_check(ctx, prog_fd, entries)
-            reset_after_preflight(counters_fd, events_fd)
-        timings["preflight"] = time.perf_counter() - t2
-        built = BuiltChain(mode="static", prog_fd=prog_fd,
-                           slot_prog_ids=[info.id] * len(entries), maps=_pins(ctx, entries, results),
-                           pins={"root": prog_fd, "counters": counters_fd, "events": events_fd},
-                           closers=[obj.close],
-                           slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links])
-        ok = True
-        last_timings.clear()
-        last_timings.update(timings)
-        return built
-    finally:
-        if not ok:
-            obj.close()
+        return _load(ctx, root, seg_entries, seg_results, shared), links
+    except KernelError as e:
+        raise _verifier_error(ctx, e, results) from None
 
 
-def _generate_root(ctx: BuildContext, linked: Path, out: Path, entries,
-                   splice_ok: bool = True) -> list[splice.Linked]:
-    """Write ``out``: ``linked`` with the chain generated into the root program."""
-    slots = [splice.Slot(abi.SLOT_FUNCTION.format(i), tuple(e.policy.codes()),
-                         splice_ok and e.link is Link.SPLICE, i) for i, e in enumerate(entries)]
-    events = any(abi.DECISION_LOG in s.codes for s in slots)
-    return splice.splice(str(linked), str(out), abi.ROOT_PROG, slots, ctx.counters, events)
+def _generate_root(ctx: BuildContext, linked: Path, out: Path, seg: list[int],
+                   next_segment: int | None, splice_ok: bool = True) -> list[splice.Linked]:
+    """Write ``out``: ``linked`` with this segment's chain generated into the root."""
+    entries = ctx.chain.entries
+    slots = [splice.Slot(abi.SLOT_FUNCTION.format(i), tuple(entries[i].policy.codes()),
+                         splice_ok and entries[i].link is Link.SPLICE, i) for i in seg]
+    events = any(abi.DECISION_LOG in e.policy.codes() for e in entries)
+    return splice.splice(str(linked), str(out), abi.ROOT_PROG, slots, ctx.counters, events,
+                         next_segment)
 
 
 def _headline(err: KernelError) -> str:
@@ -264,8 +305,10 @@ def _headline(err: KernelError) -> str:
     return lines[-1].strip() if lines else err.message
 
 
-def _load(ctx: BuildContext, path: Path, entries, results) -> "libbpf.BpfObject":
-    """Open ``path``, point each component's persistent maps at their pins, load."""
+def _load(ctx: BuildContext, path: Path, entries, results,
+          shared: dict[str, int]) -> "libbpf.BpfObject":
+    """Open ``path``, point each component's persistent maps at their pins and the
+    chain's own maps at those of the first segment (``shared``), load."""
     obj = libbpf.BpfObject(str(path))
     try:
         for p in obj.programs():
@@ -280,8 +323,10 @@ def _load(ctx: BuildContext, path: Path, entries, results) -> "libbpf.BpfObject"
                     # None also overrides LIBBPF_PIN_BY_NAME for maps not kept
                     m.set_pin_path(str(ctx.map_pin_dir(entry.name) / orig)
                                    if orig in wanted else None)
-        for name in abi.ROOT_MAPS:
+        for name in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,):
             by_name[name].set_pin_path(None)
+            if name in shared:
+                by_name[name].reuse_fd(shared[name])
         obj.load()
         return obj
     except BaseException:
@@ -326,9 +371,9 @@ def preflight_check(ctx: BuildContext, prog_fd: int, entries) -> dict[str, int]:
     return out
 
 
-def reset_after_preflight(counters_fd: int, events_fd: int) -> None:
+def reset_after_preflight(counters_fd: int, events_fd: int, slots: int) -> None:
     """Forget what the pre-flight packets left in counters and events."""
-    abi.zero_counters(counters_fd)
+    abi.zero_counters(counters_fd, slots)
     try:
         from ..counters import read_events
         read_events(events_fd, limit=1 << 20)

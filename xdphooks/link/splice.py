@@ -95,6 +95,13 @@ class _Obj:
                        if s.type == E.STT_SECTION and s.shndx == text.index), -1)
         return cls(elf, btf, ext, sym_index, text, rels, secsym)
 
+    def function_at(self, off: int) -> tuple[int, int] | None:
+        """(start, size) of the .text function starting at byte ``off``."""
+        for sym in self.elf.symbols:
+            if sym.type == E.STT_FUNC and sym.shndx == self.text.index and sym.value == off:
+                return sym.value, sym.size
+        return None
+
     def records(self, section: str, start: int, end: int) -> list[tuple[int, bytes]]:
         """(kind, record) of BTF.ext records for ``section`` in [start, end)."""
         out = []
@@ -182,6 +189,10 @@ def _body(obj: _Obj, function: str, done: I.Label) -> list[I.Insn | I.Place]:
             out.append(ins)
             nxt = insns[k + 1][1] if k + 1 < len(insns) else None
             nxt_pos = insns[k + 1][0] if k + 1 < len(insns) else -1
+            if nxt is not None and nxt.code == I.ALU64 | I.ADD | I.K and nxt.dst == ins.dst \
+                    and nxt.imm - FRAME_SHIFT < -MAX_STACK:
+                raise _Unspliceable(f"its frame ({-nxt.imm} bytes) leaves no room for the "
+                                    "chain's 8 bytes")
             if (nxt is not None and nxt.code == I.ALU64 | I.ADD | I.K and nxt.dst == ins.dst
                     and nxt_pos not in labels and obj.text_rels.get(start + nxt_pos * 8) is None):
                 out.append(replace(I.add_imm(ins.dst, nxt.imm - FRAME_SHIFT),
@@ -195,6 +206,72 @@ def _body(obj: _Obj, function: str, done: I.Label) -> list[I.Insn | I.Place]:
             raise _Unspliceable(f"an unusual use of the frame pointer (instruction {pos})")
         out.append(ins)
     return out
+
+
+def _round(n: int) -> int:
+    """The verifier's accounting of one frame (round_up(max(n, 1), 32))."""
+    return (max(n, 1) + 31) // 32 * 32
+
+
+def _frame(code: bytes) -> tuple[int, list[int]]:
+    """(deepest stack byte used, start offsets in .text of the functions it calls) of one
+    function: fp-relative accesses and ``rX = r10; rX += -n`` pointers."""
+    deepest, calls = 0, []
+    insns = I.decode(code)
+    for k, (pos, ins) in enumerate(insns):
+        if (ins.cls == I.LDX and ins.src == I.FP or ins.cls in (I.ST, I.STX) and ins.dst == I.FP) \
+                and ins.off < 0:
+            deepest = max(deepest, -ins.off)
+        elif ins.code == I.ALU64 | I.MOV | I.X and ins.src == I.FP and k + 1 < len(insns):
+            nxt = insns[k + 1][1]
+            if nxt.code == I.ALU64 | I.ADD | I.K and nxt.dst == ins.dst and nxt.imm < 0:
+                deepest = max(deepest, -nxt.imm)
+        elif ins.code == I.JMP | I.CALL and ins.src == I.PSEUDO_CALL:
+            calls.append(pos)
+    return deepest, calls
+
+
+def _call_depth(obj: _Obj, start: int, size: int, seen: frozenset = frozenset()) -> int:
+    """Stack the callees of the function at ``start`` in .text need, deepest path."""
+    _, calls = _frame(obj.text.data[start: start + size])
+    worst = 0
+    for pos in calls:
+        rel = obj.text_rels.get(start + pos * 8)
+        ins = I.decode(obj.text.data[start + pos * 8: start + pos * 8 + 8])[0][1]
+        if rel is not None:
+            sym = obj.elf.symbols[rel.sym]
+            tgt = (sym.value // 8 + ins.imm + 1) * 8
+        else:
+            tgt = start + (pos + ins.imm + 1) * 8
+        fn = obj.function_at(tgt)
+        if fn is None or fn[0] in seen:
+            continue
+        d, _ = _frame(obj.text.data[fn[0]: fn[0] + fn[1]])
+        worst = max(worst, _round(d) + _call_depth(obj, fn[0], fn[1], seen | {fn[0]}))
+    return worst
+
+
+def _fit(obj: _Obj, slots: list[Slot], spliceable: dict[int, int]) -> dict[int, str]:
+    """Slots to call after all because of the 512-byte stack: spliced, every frame
+    shares the root's, so the biggest one goes first until the chain fits."""
+    facts = {}
+    for n, slot in enumerate(slots):
+        sym = obj.elf.symbols[obj.sym_index[slot.function]]
+        d, _ = _frame(obj.text.data[sym.value: sym.value + sym.size])
+        facts[n] = (d, _call_depth(obj, sym.value, sym.size))
+    out: dict[int, str] = {}
+    spliced = set(spliceable)
+    while True:
+        root = _round(max([facts[n][0] + FRAME_SHIFT for n in spliced] + [-KEY_SLOT]))
+        worst = max([root + facts[n][1] for n in spliced]
+                    + [root + _round(facts[n][0]) + facts[n][1] for n in facts
+                       if n not in spliced], default=0)
+        if worst <= MAX_STACK or not spliced:
+            return out
+        n = max(spliced, key=lambda k: facts[k][0])
+        spliced.discard(n)
+        out[n] = (f"its frame ({facts[n][0]} bytes) in the root's, with the calls below it, "
+                  f"would pass the kernel's {MAX_STACK}-byte stack")
 
 
 # --- the generated root ---------------------------------------------------------------------
@@ -251,30 +328,43 @@ def _epilogue(slot: Slot, n: int, obj: _Obj, counters: bool, events: bool,
     return out
 
 
-def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool
-             ) -> tuple[list[I.Insn | I.Place], list[Linked]]:
-    """The root program's instructions, and what became of each slot."""
+def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
+             next_segment: int | None = None) -> tuple[list[I.Insn | I.Place], list[Linked]]:
+    """The root program's instructions, and what became of each slot. With
+    ``next_segment``, a chain that runs to the end tail-calls that segment."""
     leave = I.Label("leave")
     prog: list[I.Insn | I.Place] = [I.stx(I.DW, I.FP, 1, CTX_SLOT)]
-    linked = []
+    done = [I.Label(f"done{n}") for n in range(len(slots))]
+    bodies: dict[int, list] = {}
+    linked = [Linked("called") for _ in slots]
+    for n, slot in enumerate(slots):
+        if slot.splice:
+            try:
+                bodies[n] = _body(obj, slot.function, done[n])
+                linked[n] = Linked("spliced")
+            except _Unspliceable as e:
+                linked[n] = Linked("called", str(e))
+    for n, why in _fit(obj, slots, bodies).items():
+        del bodies[n]
+        linked[n] = Linked("called", why)
     for n, slot in enumerate(slots):
         if n:
             prog.append(I.ldx(I.DW, 1, I.FP, CTX_SLOT))
-        done = I.Label(f"done{n}")
-        body, how = None, Linked("called")
-        if slot.splice:
-            try:
-                body = _body(obj, slot.function, done)
-                how = Linked("spliced")
-            except _Unspliceable as e:
-                how = Linked("called", str(e))
+        body = bodies.get(n)
         if body is None:
             body = [I.call_symbol(obj.sym_index[slot.function], R_BPF_64_32)]
         prog += body
-        prog.append(I.Place(done))
+        prog.append(I.Place(done[n]))
         prog += _epilogue(slot, n, obj, counters, events, leave)
-        linked.append(how)
-    prog += [I.mov_imm(0, abi.XDP_PASS), I.exit_(), I.Place(leave), I.exit_()]
+    if next_segment is not None:
+        prog += [I.ldx(I.DW, 1, I.FP, CTX_SLOT),
+                 I.ld_map(2, obj.sym_index[abi.SEGMENTS_MAP], R_BPF_64_64),
+                 I.mov_imm(3, next_segment), I.call_helper(I.HELPER_TAIL_CALL),
+                 # the rest of the chain is missing: fail closed, never skip a firewall
+                 I.mov_imm(0, abi.XDP_ABORTED), I.exit_()]
+    else:
+        prog += [I.mov_imm(0, abi.XDP_PASS), I.exit_()]
+    prog += [I.Place(leave), I.exit_()]
     return prog, linked
 
 
@@ -282,7 +372,7 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool
 
 
 def splice(linked_path: str, out_path: str, root: str, slots: list[Slot], counters: bool,
-           events: bool) -> list[Linked]:
+           events: bool, next_segment: int | None = None) -> list[Linked]:
     """Replace function ``root`` of ``linked_path`` by the generated chain; write ``out_path``."""
     try:
         obj = _Obj.read(linked_path)
@@ -293,7 +383,7 @@ def splice(linked_path: str, out_path: str, root: str, slots: list[Slot], counte
     rsym = elf.symbols[rsym_i]
     sec = elf.sections[rsym.shndx]
     r_start, r_end = rsym.value, rsym.value + rsym.size
-    prog, linked = generate(obj, slots, counters, events)
+    prog, linked = generate(obj, slots, counters, events, next_segment)
     code, placed = I.assemble(prog)
     delta = len(code) - (r_end - r_start)
 
