@@ -159,3 +159,41 @@ def test_generated_root_has_no_call_per_spliced_slot(fs, ret_obj):
         assert "ret_value" in dump  # the component's own subprogram is still a call
     finally:
         built.close()
+
+
+def test_plan_and_status_say_spliced_or_called(xh, veth, bpf_obj):
+    """End to end: plan predicts, status (table and JSON) reports each program's link and
+    why one is called; real packets through the veth reach both programs."""
+    import json
+    import textwrap
+
+    xh.add_object(bpf_obj("count_pass"), "count_pass.o")
+    xh.add_object(bpf_obj("splice_tailcall"), "tailcall.o")
+    xh.add_plugin("two", textwrap.dedent(f"""
+        from xdphooks import XdpProgram, hookimpl
+        @hookimpl
+        def xdphooks_programs():
+            return [XdpProgram(name="tc", object="tailcall.o", priority=10,
+                               interfaces=({veth.iface!r},)),
+                    XdpProgram(name="cnt", object="count_pass.o", priority=20,
+                               interfaces=({veth.iface!r},))]
+    """))
+    xh.write_config('mode = "static"\n')
+    plan = xh.run("plan").stdout
+    assert "tc: called, not spliced: the entry tail-calls" in plan, plan
+    pj = json.loads(xh.run("plan", "--json").stdout)
+    assert [ln["link"] for ln in pj["changes"][0]["links"]] == ["called", "spliced"]
+    xh.run("reconcile")
+    veth.exec_b("ping", "-c", "3", "-i", "0.2", "-W", "1", veth.ip_a, check=False)
+    st = json.loads(xh.run("status", "--json").stdout)
+    progs = st["interfaces"][0]["programs"]
+    assert [(p["name"], p["link"]) for p in progs] == [("tc", "called"), ("cnt", "spliced")]
+    assert "tail-calls" in progs[0]["link_reason"] and progs[1]["link_reason"] is None
+    assert progs[1]["packets"] >= 3 and progs[0]["packets"] == progs[1]["packets"]
+    table = xh.run("status").stdout
+    assert "spliced" in table and "called, not spliced: tc" in table, table
+    # the admin can ask for call linking per program: the chain is rebuilt
+    xh.write_config('mode = "static"\n[programs.cnt]\nlink = "call"\n')
+    xh.run("reconcile")
+    st = json.loads(xh.run("status", "--json").stdout)
+    assert [p["link"] for p in st["interfaces"][0]["programs"]] == ["called", "called"]

@@ -179,12 +179,14 @@ def cmd_plan(args, paths) -> int:
 
     sess = gather(paths, Options(disable=frozenset(args.disable)))
     plan = sess.plan
+    links = _predicted_links(plan)
     if args.json:
         print(json.dumps({
             "changes": [{"interface": str(c.interface), "action": c.action, "reason": c.reason,
                          "running": list(c.running_names),
                          "desired": list(c.desired.names) if c.desired else [],
-                         "mode": c.desired.mode if c.desired else None}
+                         "mode": c.desired.mode if c.desired else None,
+                         "links": links.get(str(c.interface))}
                         for c in plan.changes],
             "problems": [{"severity": p.severity, "plugin": p.plugin, "message": p.message,
                           "fix": p.fix} for p in plan.problems]}, indent=2))
@@ -197,9 +199,27 @@ def cmd_plan(args, paths) -> int:
             chain = " → ".join(f"{e.name}({e.priority})" for e in c.desired.entries) \
                 if c.desired else "∅"
             print(f"{c.action:8} {c.interface}: {chain}  [{c.reason}]")
+            for e, ln in zip(c.desired.entries if c.desired else (), links.get(str(c.interface), [])):
+                if ln["reason"]:
+                    print(f"         {e.name}: called, not spliced: {ln['reason']}")
         if not plan.pending:
             print("nothing to do" if not plan.errors else "nothing would change")
     return EXIT_ERROR if plan.errors and not plan.pending else EXIT_OK
+
+
+def _predicted_links(plan) -> dict[str, list[dict[str, str]]]:
+    """interface -> per program {"link", "reason"} for the static chains the plan builds."""
+    import tempfile
+    from pathlib import Path
+
+    from .backends import static
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="xdphooks-plan-") as tmp:
+        for c in plan.changes:
+            if c.desired is not None and c.desired.mode == "static":
+                out[str(c.interface)] = static.predict_links(c.desired, Path(tmp))
+    return out
 
 
 def cmd_teardown(args, paths) -> int:

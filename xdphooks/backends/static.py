@@ -352,6 +352,25 @@ def _pins(ctx: BuildContext, entries, results) -> dict[str, dict[str, str]]:
             for e, r in zip(entries, results)}
 
 
+def predict_links(chain, workdir: Path) -> list[dict[str, str]]:
+    """Per entry of a static ``chain``: {"link", "reason"} as far as each object alone
+    tells (``plan``): asked-for "call", or what the splicer says of its entry."""
+    from ..link.rewrite import rewrite
+
+    out = []
+    for i, e in enumerate(chain.entries):
+        if e.link is not Link.SPLICE:
+            out.append({"link": "called", "reason": ""})
+            continue
+        try:
+            res = rewrite(e.object, str(Path(workdir) / f"plan{i}.o"), i, e.program, who=e.plugin)
+            how = splice.assess(res.path, res.function)
+        except Exception as err:  # noqa: BLE001 - reported by reconcile in full
+            how = splice.Linked("called", f"cannot be rewritten: {err}")
+        out.append({"link": how.link, "reason": how.reason})
+    return out
+
+
 def preflight_check(ctx: BuildContext, prog_fd: int, entries) -> dict[str, int]:
     """Test-run canned packets; refuse a program that fails or returns nonsense."""
     can_forward_unknown = any(e.policy.decision("unknown") is Decision.RETURN for e in entries)
@@ -381,5 +400,5 @@ def reset_after_preflight(counters_fd: int, events_fd: int, slots: int) -> None:
         pass
 
 
-__all__ = ["build", "rootlet_path", "preflight_check",
+__all__ = ["build", "rootlet_path", "preflight_check", "predict_links",
            "MAX_SLOTS", "last_timings"]

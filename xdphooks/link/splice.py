@@ -274,6 +274,17 @@ def _fit(obj: _Obj, slots: list[Slot], spliceable: dict[int, int]) -> dict[int, 
                   f"would pass the kernel's {MAX_STACK}-byte stack")
 
 
+def assess(path: str, function: str) -> Linked:
+    """What splicing would do with ``function`` of the linkable object ``path`` on its own
+    (for ``plan``; the chain's stack budget and the verifier decide at build time)."""
+    try:
+        obj = _Obj.read(path)
+        _body(obj, function, I.Label())
+        return Linked("spliced")
+    except _Unspliceable as e:
+        return Linked("called", str(e))
+
+
 # --- the generated root ---------------------------------------------------------------------
 
 
@@ -452,4 +463,4 @@ def _at(rec: bytes, off: int) -> bytearray:
     return r
 
 
-__all__ = ["Slot", "Linked", "splice", "generate"]
+__all__ = ["Slot", "Linked", "splice", "generate", "assess"]
