@@ -109,7 +109,7 @@ class FrEnv:
         ctx = BuildContext(chain.interface, chain, self.paths, workdir, DATA_DIR, counters,
                            previous)
         built = backend.build(ctx)
-        gen_dir = self.paths.gen_pin_dir(chain.interface.key, self._n)
+        gen_dir = self.paths.gen_pin_dir(chain.interface.key, self._n, chain.fingerprint())
         gen_dir.mkdir(parents=True)
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))
