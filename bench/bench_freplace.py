@@ -91,7 +91,7 @@ def inner(args) -> int:
             ctx = BuildContext(chain.interface, chain, paths, work, REPO / "xdphooks" / "data",
                                args.counters == "on", prev)
             built = freplace.build(ctx)
-            gen_dir = paths.gen_pin_dir(chain.interface.key, k)
+            gen_dir = paths.gen_pin_dir(chain.interface.key, k, chain.fingerprint())
             gen_dir.mkdir(parents=True)
             for name, fd in built.pins.items():
                 libbpf.obj_pin(fd, str(gen_dir / name))

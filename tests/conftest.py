@@ -7,6 +7,7 @@ removed even when the test fails.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import shutil
@@ -18,13 +19,36 @@ from pathlib import Path
 
 import pytest
 
+from xdphooks.model import ChainEntry, Link, VerdictPolicy
+from xdphooks.paths import Paths
+
 REPO = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 
 
-def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run a command given as an argv list (never a shell string)."""
-    return subprocess.run(list(argv), check=check, text=True, capture_output=True, **kw)
+def sh(*argv: str, check: bool = True, env: dict | None = None, timeout: float | None = None,
+       **kw) -> subprocess.CompletedProcess:
+    """Run a command given as an argv list (never a shell string), output captured, no
+    stdin; ``check``: a non-zero exit fails with the command's output."""
+    proc = subprocess.run(list(argv), text=True, capture_output=True, env=env, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def entry(name: str, obj, policy: str | VerdictPolicy | None = None, program: str | None = None,
+          priority: int = 50, pin_maps=None, plugin: str | None = None,
+          link: str = "splice") -> ChainEntry:
+    """A resolved chain entry for backend tests: plugin ``test-NAME``, the object's digest."""
+    pol = VerdictPolicy.parse(policy) if isinstance(policy, str) else policy or VerdictPolicy()
+    return ChainEntry(name, plugin or f"test-{name}", str(obj), program, priority, pol,
+                      pin_maps=pin_maps, digest=digest(obj), link=Link(link))
 
 
 def have_kernel_bpf() -> str | None:
@@ -108,12 +132,9 @@ def veth():
         destroy_veth_pair(pair.ns_a, pair.ns_b)
 
 
-@dataclass
-class XdphooksEnv:
-    """A private xdphooks installation: root dir, bpffs mount, runner."""
-
-    root: Path
-    bpffs: Path
+@dataclass(frozen=True)
+class XdphooksEnv(Paths):
+    """A private xdphooks installation (its Paths: root dir, bpffs mount) and a runner."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -131,22 +152,6 @@ class XdphooksEnv:
                 f"xdphooks {' '.join(args)} exited {proc.returncode}\n"
                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc
-
-    @property
-    def plugin_dir(self) -> Path:
-        return self.root / "usr/lib/xdphooks/plugins"
-
-    @property
-    def bpf_dir(self) -> Path:
-        return self.root / "usr/lib/xdphooks/bpf"
-
-    @property
-    def admin_plugin_dir(self) -> Path:
-        return self.root / "etc/xdphooks/plugins"
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / "etc/xdphooks/xdphooks.toml"
 
     def write_config(self, text: str) -> None:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)

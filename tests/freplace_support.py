@@ -8,7 +8,7 @@ pins each generation like the coordinator does, and reads maps/counters.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 import shutil
 import struct
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from xdphooks.backends import freplace
 from xdphooks.backends.base import BuildContext, BuiltChain, PreviousChain
 from xdphooks.kernel import libbpf
-from xdphooks.model import Chain, ChainEntry, InterfaceRef, VerdictPolicy
+from xdphooks.model import Chain, ChainEntry, InterfaceRef
 from xdphooks.paths import Paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,16 +48,9 @@ def packet() -> bytes:
     return bytes(PKT_LEN)
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def entry(name: str, obj: Path, policy: VerdictPolicy | str | None = None,
-          program: str | None = "fr_tag", priority: int = 50) -> ChainEntry:
-    if isinstance(policy, str):
-        policy = VerdictPolicy.parse(policy)
-    return ChainEntry(name=name, plugin=f"test-{name}", object=str(obj), program=program,
-                      priority=priority, policy=policy or VerdictPolicy(), digest=digest(obj))
+digest = conftest.digest
+#: conftest.entry(), for the fr_* test objects' program
+entry = functools.partial(conftest.entry, program="fr_tag")
 
 
 @dataclass
@@ -104,12 +98,11 @@ class FrEnv:
         self._n += 1
         workdir = self.base / f"work{self._n}"
         workdir.mkdir()
-        mode = backend.__name__.rsplit(".", 1)[-1]
-        chain = Chain(InterfaceRef("", "frtest0"), tuple(entries), mode=mode)
+        chain = Chain(InterfaceRef("", "frtest0"), tuple(entries), mode=backend.MODE)
         ctx = BuildContext(chain.interface, chain, self.paths, workdir, DATA_DIR, counters,
                            previous)
         built = backend.build(ctx)
-        gen_dir = self.paths.gen_pin_dir(chain.interface.key, self._n)
+        gen_dir = self.paths.gen_pin_dir(chain.interface.key, self._n, chain.fingerprint())
         gen_dir.mkdir(parents=True)
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))

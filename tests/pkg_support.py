@@ -30,6 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import sh
+from xdphooks.paths import Paths
+
 REPO = Path(__file__).resolve().parent.parent
 PKG_OUT = REPO / "build" / "pkgs"
 LIBDIR = Path("/usr/lib/xdphooks")
@@ -55,16 +58,6 @@ def xdphooks_programs():
                                  "dpkg": os.environ.get("DPKG_MAINTSCRIPT_PACKAGE", "")}) + "\\n")
     return []
 '''
-
-
-def sh(*argv: str, check: bool = True, env: dict | None = None,
-       timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(argv), text=True, capture_output=True, env=env, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
 
 
 # --- preconditions ----------------------------------------------------------------
@@ -178,12 +171,17 @@ class PkgEnv:
     veth: object  # conftest.VethPair
 
     @property
+    def paths(self) -> Paths:
+        """Where the packaged xdphooks keeps things in this test (XDPHOOKS_* below)."""
+        return Paths(self.base / "root", self.base / "bpffs", LIBDIR)
+
+    @property
     def root(self) -> Path:
-        return self.base / "root"
+        return self.paths.root
 
     @property
     def bpffs(self) -> Path:
-        return self.base / "bpffs"
+        return self.paths.bpffs
 
     @property
     def env(self) -> dict[str, str]:
@@ -196,15 +194,15 @@ class PkgEnv:
 
     # -- setup / teardown
     def setup(self) -> None:
-        (self.root / "etc/xdphooks/plugins").mkdir(parents=True)
+        self.paths.admin_plugin_dir.mkdir(parents=True)
         os.chmod(self.base, 0o755)
         self.bpffs.mkdir()
         sh("mount", "-t", "bpf", "bpf", str(self.bpffs))
         self.write_config()
-        (self.root / "etc/xdphooks/plugins/zz_runprobe.py").write_text(RUN_PROBE)
+        (self.paths.admin_plugin_dir / "zz_runprobe.py").write_text(RUN_PROBE)
 
     def write_config(self, extra: str = "") -> None:
-        (self.root / "etc/xdphooks/xdphooks.toml").write_text(
+        self.paths.config_file.write_text(
             f'default_interfaces = ["{self.veth.iface}"]\n{extra}')
 
     def cleanup(self) -> list[str]:
@@ -271,7 +269,7 @@ class PkgEnv:
         return [json.loads(line) for line in log.read_text().splitlines() if line]
 
     def state(self) -> dict:
-        f = self.root / "var/lib/xdphooks/state.json"
+        f = self.paths.state_file
         return json.loads(f.read_text()) if f.exists() else {}
 
     def generation(self) -> int:
@@ -287,7 +285,7 @@ class PkgEnv:
     # -- the firewall's blocklist, through its pin
     @property
     def blocklist_pin(self) -> Path:
-        return self.bpffs / "xdphooks" / "maps" / "firewall" / "blocklist"
+        return self.paths.map_pin_dir("firewall") / "blocklist"
 
     def block(self, ip: str) -> None:
         key = ip.split(".")
@@ -356,3 +354,18 @@ def package_set(fmt: str) -> dict[str, Path]:
             "firewall-1.1": sets["v11"][fmt]["xdphooks-firewall"],
             "broken": sets["broken"][fmt]["xdphooks-broken"],
             "xdphooks-next": sets["fw-next"][fmt]["xdphooks"]}
+
+
+def fixtures(fmt: str, tag: str | None = None):
+    """The ``pkgs`` (module scope) and ``env`` fixtures of a package test module:
+    ``pkgs, env = pkg_support.fixtures("rpm")``."""
+
+    @pytest.fixture(scope="module")
+    def pkgs():
+        return package_set(fmt)
+
+    @pytest.fixture
+    def env(veth):
+        yield from pkg_env(veth, tag or fmt)
+
+    return pkgs, env

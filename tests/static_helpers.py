@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import shutil
 import struct
@@ -13,8 +12,9 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from conftest import entry  # noqa: F401 - the backend tests' entry(), re-exported
 from xdphooks.backends.base import BuildContext
-from xdphooks.model import Chain, ChainEntry, InterfaceRef, Link, VerdictPolicy
+from xdphooks.model import Chain, InterfaceRef
 from xdphooks.paths import Paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,14 +33,6 @@ def private_bpffs():
     finally:
         subprocess.run(["umount", "-l", str(base)], check=False)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def entry(name: str, obj, policy: str | VerdictPolicy = "", program=None, pin_maps=None,
-          plugin: str | None = None, link: str = "splice") -> ChainEntry:
-    pol = policy if isinstance(policy, VerdictPolicy) else VerdictPolicy.parse(policy)
-    return ChainEntry(name, plugin or f"plug-{name}", str(obj), program, 50, pol,
-                      digest=hashlib.sha256(Path(obj).read_bytes()).hexdigest(),
-                      pin_maps=pin_maps, link=Link(link))
 
 
 def make_ctx(bpffs: Path, entries, counters: bool = True) -> BuildContext:

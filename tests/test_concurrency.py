@@ -87,14 +87,7 @@ def test_32_concurrent_reconciles_lose_no_update(xh, veth, bpf_obj):
 # --- with real package transactions -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pkgs():
-    return pu.package_set("rpm")
-
-
-@pytest.fixture
-def env(veth):
-    yield from pu.pkg_env(veth, "conc")
+pkgs, env = pu.fixtures("rpm", "conc")
 
 
 @pytest.mark.pkg

@@ -130,3 +130,52 @@ def test_every_hook_is_documented():
     for n in hooks:
         doc = getattr(hookspecs, n).__doc__ or ""
         assert "Called" in doc and ":returns:" in doc, n
+
+
+def test_hook_wrappers_are_refused_at_registration_naming_plugin_and_hook(root):
+    """hookspecs.py says wrappers are not supported: the plugin is refused by name,
+    none of its hooks run, the other plugins are unaffected."""
+    put(root.plugin_dir, "fw", PLUGIN.format(name="fw", prio=10))
+    for name, marker in (("wrap", "wrapper=True"), ("oldwrap", "hookwrapper=True")):
+        put(root.plugin_dir, name, textwrap.dedent(f"""
+            from xdphooks import XdpProgram, hookimpl
+            @hookimpl
+            def xdphooks_programs():
+                return [XdpProgram(name={name!r}, object="x.o")]
+            @hookimpl({marker})
+            def xdphooks_validate_chain(interface, chain):
+                yield
+        """))
+    found, plugins = programs(root)
+    assert set(found) == {"fw"}
+    by_name = {f.plugin: f for f in plugins.failures}
+    assert set(by_name) == {"wrap", "oldwrap"}
+    for f in by_name.values():
+        assert "xdphooks_validate_chain: hook wrappers" in f.reason and "not supported" in f.reason
+        assert "wrapper=True" in f.fix
+    assert set(plugins.sources) == {"fw"}
+
+
+def test_select_mode_goes_through_pluggy_firstresult_with_guarded_implementations(root):
+    """firstresult comes from pluggy (tryfirst orders answers); an implementation that
+    raises or hangs counts as None and is reported by name, the next one answers."""
+    hook = "@hookimpl{opts}\ndef xdphooks_select_mode(interface, chain, probed):\n    {body}\n"
+    put(root.plugin_dir, "a_none", "from xdphooks import hookimpl\n"
+        + hook.format(opts="", body="return None"))
+    put(root.plugin_dir, "b_raises", "from xdphooks import hookimpl\n"
+        + hook.format(opts="(tryfirst=True)", body="raise RuntimeError('no idea')"))
+    put(root.plugin_dir, "c_static", "from xdphooks import hookimpl\n"
+        + hook.format(opts="", body="return 'static'"))
+    put(root.plugin_dir, "d_freplace", "from xdphooks import hookimpl\n"
+        + hook.format(opts="(trylast=True)", body="return 'freplace'"))
+    plugins = discover(root, entry_points=False)
+    assert plugins.select_mode("eth0", None, "freplace") == "static"
+    assert [(f.plugin, f.reason) for f in plugins.failures] == [
+        ("b_raises", "xdphooks_select_mode() raised RuntimeError: no idea")]
+    # Notifications go through pluggy too, guarded alike.
+    put(root.plugin_dir, "e_notify", "from xdphooks import hookimpl\n@hookimpl\n"
+        "def xdphooks_reconcile_failed(interface, error):\n    raise KeyError(error)\n")
+    plugins = discover(root, entry_points=False)
+    plugins.notify("xdphooks_reconcile_failed", interface="eth0", error="boom")
+    assert ("e_notify", "xdphooks_reconcile_failed() raised KeyError: 'boom'") in [
+        (f.plugin, f.reason) for f in plugins.failures]

@@ -16,14 +16,7 @@ import pkg_support as pu
 pytestmark = [pytest.mark.pkg, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def pkgs():
-    return pu.package_set("deb")
-
-
-@pytest.fixture
-def env(veth):
-    yield from pu.pkg_env(veth, "deb")
+pkgs, env = pu.fixtures("deb")
 
 
 def dpkg_status(pkg: str) -> str:

@@ -16,14 +16,7 @@ import pkg_support as pu
 pytestmark = [pytest.mark.pkg, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def pkgs():
-    return pu.package_set("rpm")
-
-
-@pytest.fixture
-def env(veth):
-    yield from pu.pkg_env(veth, "rpm")
+pkgs, env = pu.fixtures("rpm")
 
 
 def test_rpm_lifecycle(env, pkgs):

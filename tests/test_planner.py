@@ -174,3 +174,151 @@ def test_errors_refuse_only_affected_interfaces_and_broken_plugins_keep_their_ch
     assert "pc" in refused[eth1]
     changes = {c.interface: c for c in diff(desired, running, refused)}
     assert changes[eth1].action == "keep" and changes[eth1].reason.startswith("refused")
+
+
+# --- assess: foreign programs, mode choice, vetoes, failed plugins, XDP mode ---------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+from xdphooks.backends import Choice  # noqa: E402
+from xdphooks.model import Problem, Refusal  # noqa: E402
+from xdphooks.planner import Situation, assess  # noqa: E402
+
+ETH0, ETH1 = InterfaceRef("", "eth0"), InterfaceRef("", "eth1")
+AUTO_FREPLACE = Choice("freplace", "auto: freplace works", frozenset({"freplace", "static"}))
+AUTO_STATIC = Choice("static", "auto: freplace unavailable", frozenset({"static"}))
+
+
+@dataclass
+class Fail:
+    plugin: str
+    reason: str
+    fix: str = ""
+
+
+@dataclass
+class Hooks:
+    """Plain stand-ins for the plugin hooks (Plugins in a real run)."""
+
+    modes: dict = field(default_factory=dict)  # iface -> answer
+    vetoes: dict = field(default_factory=dict)  # iface -> [Problem]
+    failures: list = field(default_factory=list)
+    validated: list = field(default_factory=list)
+    asked: list = field(default_factory=list)
+
+    def select_mode(self, interface, chain, probed):
+        self.asked.append((interface, probed))
+        return self.modes.get(interface)
+
+    def validate(self, interface, chain):
+        self.validated.append((interface, chain.mode))
+        return self.vetoes.get(interface, [])
+
+
+def _chain(iface, *names, plugin="p", mode="freplace"):
+    return Chain(iface, tuple(ChainEntry(n, plugin, f"/o/{n}.o", "x", 50, VerdictPolicy())
+                              for n in names), mode)
+
+
+def _situation(desired, running=None, choice=AUTO_FREPLACE, **kw):
+    base = dict(problems=(), broken=frozenset(), choice=choice, auto=True, xdp_mode="native")
+    base.update(kw)
+    return Situation(desired, running or {}, **base)
+
+
+def _by_iface(assessed):
+    return {c.interface: c for c in assessed.plan.changes}
+
+
+def test_assess_foreign_program_refused_without_takeover_replaced_with_it():
+    desired = {ETH0: _chain(ETH0, "a"), ETH1: _chain(ETH1, "b")}
+    got = _by_iface(assess(_situation(desired, kernel_ids={ETH0: 77, ETH1: 0}), Hooks()))
+    assert got[ETH0].action == "keep" and got[ETH0].refused
+    assert isinstance(got[ETH0].refusal, Refusal) and "program id 77" in str(got[ETH0].refusal)
+    assert "--takeover" in got[ETH0].reason
+    assert got[ETH1].action == "attach" and not got[ETH1].refused
+    got = _by_iface(assess(_situation(desired, kernel_ids={ETH0: 77}, takeover=True), Hooks()))
+    assert got[ETH0].action == "attach"
+
+
+def test_assess_mode_choice_only_in_auto_and_only_usable_modes():
+    desired = {ETH0: _chain(ETH0, "a"), ETH1: _chain(ETH1, "b")}
+    hooks = Hooks(modes={ETH0: "static"})
+    a = assess(_situation(desired), hooks)
+    assert a.desired[ETH0].mode == "static" and a.desired[ETH1].mode == "freplace"
+    assert (ETH0, "static") in hooks.validated  # plugins vet the chain in its final mode
+    assert not a.plan.errors
+    # Not auto: plugins are not asked.
+    hooks = Hooks(modes={ETH0: "static"})
+    a = assess(_situation(desired, choice=Choice("freplace", "configured",
+                                                 frozenset({"freplace"})), auto=False), hooks)
+    assert hooks.asked == [] and a.desired[ETH0].mode == "freplace"
+    # freplace where the probe found it unusable, or an unknown mode: an error, refused.
+    desired = {ETH0: _chain(ETH0, "a", mode="static")}
+    for answer in ("freplace", "turbo"):
+        a = assess(_situation(desired, choice=AUTO_STATIC), Hooks(modes={ETH0: answer}))
+        (err,) = a.plan.errors
+        assert f"mode {answer!r}, which is not usable here (auto: freplace unavailable)" \
+            in err.message
+        assert _by_iface(a)[ETH0].refused and a.desired[ETH0].mode == "static"
+
+
+def test_assess_vetoes_only_changing_chains_and_only_their_interface():
+    chain0, chain1 = _chain(ETH0, "a"), _chain(ETH1, "b")
+    running = {ETH0: Running(("a",), ("p",), chain0.fingerprint())}
+    veto = [Problem("error", "p", "two load balancers", "disable one")]
+    hooks = Hooks(vetoes={ETH0: veto, ETH1: veto})
+    got = _by_iface(assess(_situation({ETH0: chain0, ETH1: chain1}, running), hooks))
+    assert [i for i, _ in hooks.validated] == [ETH1]  # eth0 is up to date: not asked
+    assert got[ETH0].action == "keep" and not got[ETH0].refused
+    assert got[ETH1].refused and "plugin 'p': eth1: two load balancers" in got[ETH1].reason
+
+
+def test_assess_failed_plugins_error_if_broken_warning_otherwise():
+    desired = {ETH0: _chain(ETH0, "a", plugin="fw")}
+    hooks = Hooks(failures=[Fail("fw", "cannot be loaded"), Fail("mon", "hook raised")])
+    a = assess(_situation(desired, broken=frozenset({"fw"})), hooks)
+    assert [(p.severity, p.plugin) for p in a.plan.problems] == [("error", "fw"),
+                                                                 ("warning", "mon")]
+    assert _by_iface(a)[ETH0].refused
+    # A failed later hook of a plugin whose programs run here is not repeated as a warning.
+    running = {ETH0: Running(("a",), ("mon",), "old")}
+    a = assess(_situation(desired, running), Hooks(failures=[Fail("mon", "hook raised")]))
+    assert a.plan.problems == () and _by_iface(a)[ETH0].action == "replace"
+
+
+def test_assess_xdp_mode_change_is_a_warning_and_only_limits_the_plan():
+    desired = {ETH0: _chain(ETH0, "a"), ETH1: _chain(ETH1, "b")}
+    a = assess(_situation(desired, running_xdp_modes={ETH0: "skb"}, only=frozenset({ETH0})),
+               Hooks())
+    (warning,) = a.plan.problems
+    assert warning.severity == "warning" and "eth0 runs in skb mode" in warning.message
+    assert [c.interface for c in a.plan.changes] == [ETH0] and set(a.desired) == {ETH0}
+    assert not a.plan.changes[0].refused
+
+
+def test_assess_problems_are_deduplicated_in_order():
+    desired = {ETH0: _chain(ETH0, "a")}
+    p = Problem("warning", "x", "same")
+    a = assess(_situation(desired, problems=(p, p, Problem("warning", "y", "other"))), Hooks())
+    assert [q.plugin for q in a.plan.problems] == ["x", "y"]
+
+
+def test_every_mode_is_one_backend_module_implementing_the_protocol(tmp_path):
+    """The mode names come from the backends: config, auto and plugin answers use them."""
+    from typing import get_args
+
+    from xdphooks import backends, config
+
+    assert backends.NAMES == get_args(backends.Mode) and set(backends.NAMES) == {"static",
+                                                                                "freplace"}
+    assert config.MODES == ("auto", *backends.NAMES)
+    for name in backends.NAMES:
+        module = backends.get(name)
+        assert isinstance(module, backends.Backend) and module.MODE == name
+    with pytest.raises(ValueError, match="unknown backend 'turbo'"):
+        backends.get("turbo")
+    assert backends.choose(None, "static") == backends.Choice("static", "configured",
+                                                             frozenset({"static"}))
+    static_ok = backends.get("static").usable(None)
+    assert static_ok[0] is True

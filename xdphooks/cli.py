@@ -194,7 +194,7 @@ def cmd_plan(args, paths) -> int:
         for p in plan.problems:
             print(p)
         for c in plan.changes:
-            if c.action == "keep" and not c.reason.startswith("refused"):
+            if c.action == "keep" and not c.refused:
                 continue
             chain = " → ".join(f"{e.name}({e.priority})" for e in c.desired.entries) \
                 if c.desired else "∅"

@@ -2,7 +2,7 @@
 
 Example::
 
-    mode = "auto"                 # auto | static | freplace
+    mode = "auto"                 # auto | freplace | static
     default_interfaces = ["eth0"]
     xdp_mode = "native"           # native | skb
     counters = true
@@ -24,10 +24,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import AUTO, NAMES
 from .errors import XdphooksError
 from .model import PRIORITY_MAX, PRIORITY_MIN, Link, VerdictPolicy
 
-MODES = ("auto", "static", "freplace")
+MODES = (AUTO, *NAMES)  # the backends supply their names
 XDP_MODES = ("native", "skb")
 
 
@@ -42,7 +43,7 @@ class ProgramOverride:
 
 @dataclass(frozen=True)
 class Config:
-    mode: str = "auto"
+    mode: str = AUTO  # AUTO or a backends.Mode
     default_interfaces: tuple[str, ...] = ()
     xdp_mode: str = "native"
     counters: bool = True

@@ -15,29 +15,26 @@ converges (the pins say which generation the kernel runs):
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config as config_mod
+from . import backends, config as config_mod
 from . import planner, state as state_mod
-from .errors import KernelError, PermissionRefused, XdphooksError
+from .errors import PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
 from .inspect import inspect, object_path
-from .kernel import bpffs, libbpf
-from .kernel.netns import NetnsError, list_netns, netns
-from .model import Change, Chain, InterfaceRef, Plan, Problem
-from .paths import Paths
+from .kernel import bpffs, libbpf, xdp
+from .kernel.netns import NetnsError, interfaces, list_netns
+from .model import Change, Chain, InterfaceRef, Plan
+from .paths import Paths, parse_gen_dir
 from .plugins import Plugins, discover
 from .security import ensure_private_dir
 from .state import InterfaceRecord, ProgramRecord, State
 
-GEN_RE = re.compile(r"^g(\d+)-([0-9a-f]{16})$")
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
@@ -101,7 +98,7 @@ class Result:
 
     @property
     def exit_code(self) -> int:
-        refused = any(c.reason.startswith("refused") for c in self.plan.changes)
+        refused = any(c.refused for c in self.plan.changes)
         if not self.failed and not refused and not self.plan.errors:
             return 0
         return 3 if self.applied else 1
@@ -124,17 +121,6 @@ def _iface_from_key(key: str) -> InterfaceRef:
     return InterfaceRef("" if ns == "-" else ns, name)
 
 
-def _pinned_prog_id(path: Path) -> int:
-    try:
-        fd = libbpf.obj_get(str(path))
-    except KernelError:
-        return 0
-    try:
-        return libbpf.prog_info(fd)[0].id
-    finally:
-        os.close(fd)
-
-
 def _known_keys(paths: Paths, state: State) -> list[str]:
     """Interfaces we know of: from the state file and from the pins (state may be lost)."""
     keys = set(state.interfaces)
@@ -147,7 +133,7 @@ def _known_keys(paths: Paths, state: State) -> list[str]:
 def _pinned_generations(paths: Paths) -> list[int]:
     if_root = paths.pin_root / "if"
     gens = if_root.glob("*/g*") if if_root.is_dir() else ()
-    return [int(m.group(1)) for g in gens if (m := GEN_RE.match(g.name))]
+    return [parsed[0] for g in gens if (parsed := parse_gen_dir(g.name))]
 
 
 def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
@@ -158,19 +144,11 @@ def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
         idir = paths.iface_pin_dir(key)
         if idir.is_dir():
             for g in idir.iterdir():
-                m = GEN_RE.match(g.name)
-                pid = _pinned_prog_id(g / "root") if m else 0
-                if pid:
-                    gens[pid] = (g, m.group(2))
-        try:
-            with netns(iface.netns):
-                try:
-                    ifindex = socket.if_nametoindex(iface.name)
-                except OSError:
-                    ifindex = 0
-                attached = libbpf.xdp_query_id(ifindex) if ifindex else 0
-        except NetnsError:
-            ifindex, attached = 0, 0
+                parsed = parse_gen_dir(g.name)
+                pid = xdp.pinned_prog_id(g / "root") if parsed else 0
+                if parsed and pid:
+                    gens[pid] = (g, parsed[1])
+        ifindex, attached = xdp.query(iface)
         out[iface] = Observed(iface, ifindex, attached, gens, state.interfaces.get(key))
     return out
 
@@ -179,8 +157,7 @@ def available_interfaces(namespaces: list[str]) -> list[InterfaceRef]:
     out = []
     for ns in [""] + namespaces:
         try:
-            with netns(ns):
-                out += [InterfaceRef(ns, name) for _, name in socket.if_nameindex()]
+            out += [InterfaceRef(ns, name) for _, name in interfaces(ns)]
         except NetnsError:
             continue
     return out
@@ -200,20 +177,6 @@ def _referenced_netns(patterns: list[str], known: list[str]) -> list[str]:
 # --- planning ----------------------------------------------------------------------
 
 
-def resolve_mode(paths: Paths, cfg: config_mod.Config) -> tuple[str, str]:
-    """(mode, why) for chains of this run."""
-    if cfg.mode == "static":
-        return "static", "configured"
-    if cfg.mode == "freplace":
-        return "freplace", "configured"
-    try:
-        from .probe import probe_freplace
-    except ImportError:
-        return "static", "auto: freplace backend not installed"
-    works, why = probe_freplace(paths.run_dir)
-    return ("freplace" if works else "static"), f"auto: {why}"
-
-
 def gather(paths: Paths, opts: Options) -> Session:
     cfg = config_mod.load(paths.config_file)
     state, warn = state_mod.load(paths.state_file)
@@ -229,84 +192,20 @@ def gather(paths: Paths, opts: Options) -> Session:
     known_ns = list_netns()
     patterns = [pat for p in placed for pat in p.patterns]
     avail = available_interfaces(_referenced_netns(patterns, known_ns))
-    mode, mode_why = resolve_mode(paths, cfg)
-    desired, p2 = planner.desired_chains(placed, avail, known_ns, mode)
-    problems += p2
+    choice = backends.choose(paths, cfg.mode)
+    desired, p2 = planner.desired_chains(placed, avail, known_ns, choice.mode)
     observed = observe(paths, state)
     running = {i: r for i, o in observed.items() if (r := o.running()) is not None}
-    # The kernel is the truth: a foreign program is never replaced without --takeover.
-    foreign: dict[InterfaceRef, str] = {}
-    for iface in desired:
-        if iface in running:
-            continue
-        attached = _attached_id(iface)
-        if attached and not opts.takeover:
-            foreign[iface] = (f"{iface} already runs XDP program id {attached} that xdphooks "
-                              f"did not attach")
-    for iface, chain in list(desired.items()):
-        if cfg.mode == "auto":
-            chosen = plugins.select_mode(iface, chain, mode)
-            if chosen and chosen != mode:
-                if chosen not in ("static", "freplace") or (chosen == "freplace"
-                                                           and mode != "freplace"):
-                    problems.append(Problem("error", None, f"{iface}: a plugin asked for mode "
-                                            f"{chosen!r}, which is not usable here ({mode_why})"))
-                else:
-                    desired[iface] = planner.with_mode(chain, chosen)
-    # Plugins vet only the chains that are about to change.
-    for iface, chain in desired.items():
-        have = running.get(iface)
-        if have is None or have.fingerprint != chain.fingerprint():
-            problems += [Problem(p.severity, p.plugin, f"{iface}: {p.message}", p.fix, iface)
-                         for p in plugins.validate(iface, chain)]
-    # A plugin that failed to load or declare is an error (its programs cannot run);
-    # one whose later hook failed is a warning (the change goes ahead).
-    problems += [Problem("error", f.plugin, f.reason, f.fix) for f in plugins.failures
-                 if f.plugin in broken]
-    problems += [Problem("warning", f.plugin, f.reason, f.fix) for f in plugins.failures
-                 if f.plugin not in broken and not _plugin_running(f.plugin, running)]
-    # XDP cannot switch an interface between native and skb mode atomically: a chain
-    # keeps the mode it was attached in until the admin detaches it.
-    for iface, obs in observed.items():
-        if iface in desired and obs.ours and obs.record and obs.record.xdp_mode != cfg.xdp_mode:
-            problems.append(Problem(
-                "warning", None, f"{iface} runs in {obs.record.xdp_mode} mode, the config says "
-                f"{cfg.xdp_mode}; it stays in {obs.record.xdp_mode} mode (switching modes "
-                "needs a detach, which opens a packet window)",
-                f"in a maintenance window: xdphooks teardown {iface}; xdphooks reconcile"))
-    refused = planner.refusals(problems, desired, running, broken)
-    for iface, why in foreign.items():
-        refused.setdefault(iface, why + " (use --takeover to replace it)")
-        problems.append(Problem("error", None, why, "remove it (ip link set dev IFACE xdp off) "
-                                "or run reconcile --takeover"))
-    if opts.interfaces:
-        only = {InterfaceRef.parse(i) for i in opts.interfaces}
-        desired = {i: c for i, c in desired.items() if i in only}
-        running = {i: r for i, r in running.items() if i in only}
-    changes = planner.diff(desired, running, refused)
-    plan = Plan(changes, tuple(_dedupe(problems)))
-    return Session(paths, cfg, state, plugins, observed, desired, plan, warnings)
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    seen, out = set(), []
-    for p in problems:
-        if str(p) not in seen:
-            seen.add(str(p))
-            out.append(p)
-    return out
-
-
-def _plugin_running(plugin: str, running: dict[InterfaceRef, planner.Running]) -> bool:
-    return any(plugin in r.plugins for r in running.values())
-
-
-def _attached_id(iface: InterfaceRef) -> int:
-    try:
-        with netns(iface.netns):
-            return libbpf.xdp_query_id(socket.if_nametoindex(iface.name))
-    except (OSError, NetnsError, KernelError):
-        return 0
+    assessed = planner.assess(planner.Situation(
+        desired, running, problems + p2, frozenset(broken), choice,
+        auto=cfg.mode == backends.AUTO, xdp_mode=cfg.xdp_mode,
+        kernel_ids={i: xdp.attached_id(i) for i in desired if i not in running},
+        running_xdp_modes={i: o.record.xdp_mode for i, o in observed.items()
+                           if o.ours and o.record},
+        takeover=opts.takeover,
+        only=frozenset(InterfaceRef.parse(i) for i in opts.interfaces)), plugins)
+    return Session(paths, cfg, state, plugins, observed, assessed.desired, assessed.plan,
+                   warnings)
 
 
 # --- applying ------------------------------------------------------------------------
@@ -338,7 +237,7 @@ def reconcile(paths: Paths, opts: Options) -> Result:
                 sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
                                     error=e.line())
         for change in sess.plan.changes:
-            if change.reason.startswith("refused"):
+            if change.refused:
                 sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
                                     error=change.reason)
         _collect_garbage(sess)
@@ -366,16 +265,16 @@ def _adopt_running(sess: Session, opts: Options) -> None:
                 or not obs.ours or (obs.record and obs.record.prog_id == obs.attached_id):
             continue
         gen_dir, fp = obs.gens[obs.attached_id]
-        m = GEN_RE.match(gen_dir.name)
-        if fp != chain.fingerprint() or m is None:
+        parsed = parse_gen_dir(gen_dir.name)
+        if fp != chain.fingerprint() or parsed is None:
             continue
         sess.state.interfaces[iface.key] = InterfaceRecord(
             netns=iface.netns, name=iface.name, ifindex=obs.ifindex, mode=chain.mode,
-            prog_id=obs.attached_id, fingerprint=fp, generation=int(m.group(1)),
+            prog_id=obs.attached_id, fingerprint=fp, generation=parsed[0],
             pin_dir=str(gen_dir), xdp_mode=sess.config.xdp_mode,
             programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                     e.program, e.digest,
-                                    _pinned_prog_id(gen_dir / f"prog-{e.name}")
+                                    xdp.pinned_prog_id(gen_dir / f"prog-{e.name}")
                                     or obs.attached_id, i)
                       for i, e in enumerate(chain.entries)],
             updated=time.time(), trigger=opts.trigger)
@@ -414,20 +313,16 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         return
     chain = change.desired
     assert chain is not None
-    try:
-        with netns(iface.netns):
-            ifindex = socket.if_nametoindex(iface.name)
-    except (OSError, NetnsError):
-        raise XdphooksError(f"interface {iface} vanished before its chain could be attached",
-                            fix="nothing to do; it is attached when the interface returns") from None
-    from . import backends
+    ifindex = xdp.ifindex(iface)
+    if not ifindex:
+        raise xdp.InterfaceGone(iface, "before its chain could be attached")
     from .backends.base import BuildContext, PreviousChain
 
     backend = backends.get(chain.mode)
     sess.state.generation += 1
     gen = sess.state.generation
     fp = chain.fingerprint()
-    gen_dir = sess.paths.iface_pin_dir(iface.key) / f"g{gen}-{fp}"
+    gen_dir = sess.paths.gen_pin_dir(iface.key, gen, fp)
     xdp_mode = obs.record.xdp_mode if obs and obs.ours and obs.record else sess.config.xdp_mode
     previous = None
     if obs and obs.ours:
@@ -445,7 +340,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))
         crashpoint("after-pin")
-        _swap(iface, ifindex, built.prog_fd, xdp_mode)
+        xdp.swap(iface, ifindex, built.prog_fd, xdp_mode)
         crashpoint("after-swap")
     except BaseException:
         bpffs.rmtree(gen_dir)
@@ -454,7 +349,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         if built is not None:
             built.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    root_id = _pinned_prog_id(gen_dir / "root")
+    root_id = xdp.pinned_prog_id(gen_dir / "root")
     _drain_old_events(sess, iface)
     sess.state.interfaces[iface.key] = InterfaceRecord(
         netns=iface.netns, name=iface.name, ifindex=ifindex, mode=built.mode, prog_id=root_id,
@@ -483,50 +378,19 @@ def _drain_old_events(sess: Session, iface: InterfaceRef) -> None:
     if old is None:
         return
     try:
-        from .status import drain_events
+        from .counters import drain_events
 
         drain_events(sess.paths, old)
     except Exception:  # noqa: BLE001 - losing events must never fail a swap
         pass
 
 
-def _swap(iface: InterfaceRef, ifindex: int, prog_fd: int, xdp_mode: str) -> None:
-    import errno
-
-    mode = libbpf.XDP_MODES[xdp_mode]
-    try:
-        with netns(iface.netns):
-            attached = libbpf.xdp_query_id(ifindex)
-            if attached == 0:
-                libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST | mode)
-                return
-            old_fd = libbpf.prog_fd_by_id(attached)
-            try:
-                libbpf.xdp_attach(ifindex, prog_fd, libbpf.XDP_FLAGS_REPLACE | mode, old_fd)
-            finally:
-                os.close(old_fd)
-    except (NetnsError, KernelError) as e:
-        if isinstance(e, NetnsError) or e.errno == errno.ENODEV:
-            raise XdphooksError(f"interface {iface} vanished while its new chain was being "
-                                "built; nothing was attached",
-                                fix="nothing to do; it is attached when the interface "
-                                    "returns") from None
-        raise
-
-
 def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
     names = [p.name for p in obs.record.programs] if obs and obs.record else []
     _drain_old_events(sess, iface)
     if obs and obs.ifindex and obs.ours:
-        with netns(iface.netns):
-            old_fd = libbpf.prog_fd_by_id(obs.attached_id)
-            try:
-                # Expected-program detach: never removes someone else's program.
-                libbpf.xdp_attach(obs.ifindex, -1, libbpf.XDP_FLAGS_REPLACE
-                                  | libbpf.XDP_MODES.get(obs.record.xdp_mode if obs.record
-                                                         else sess.config.xdp_mode, 0), old_fd)
-            finally:
-                os.close(old_fd)
+        xdp.detach(iface, obs.ifindex, obs.attached_id,
+                   obs.record.xdp_mode if obs.record else sess.config.xdp_mode)
     crashpoint("after-detach")
     sess.state.interfaces.pop(iface.key, None)
     state_mod.save(sess.paths.state_file, sess.state)
@@ -547,11 +411,11 @@ def _collect_garbage(sess: Session) -> None:
     garbage (crashed runs, replaced chains, vanished interfaces), and so is a state
     record that disagrees with the kernel."""
     for key in _known_keys(sess.paths, sess.state):
-        current = _attached_id(_iface_from_key(key))  # 0 if the interface is gone
+        current = xdp.attached_id(_iface_from_key(key))  # 0 if the interface is gone
         idir = sess.paths.iface_pin_dir(key)
         if idir.is_dir():
             for g in list(idir.iterdir()):
-                if not current or _pinned_prog_id(g / "root") != current:
+                if not current or xdp.pinned_prog_id(g / "root") != current:
                     bpffs.rmtree(g)
             if not any(idir.iterdir()):
                 idir.rmdir()

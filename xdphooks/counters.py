@@ -3,23 +3,24 @@
 ``xdph_counters``: PERCPU_ARRAY, key = slot, value = struct xdphooks_slot_stats
 {u64 packets; u64 verdicts[6]} (bpf/xdphooks_config.h). ``xdph_events``: RINGBUF
 of struct xdphooks_event {u64 ts_ns; u32 slot, retval, ifindex, flags}, drained
-here by mmap()ing the map like libbpf's ring_buffer__consume (consumer page
-read/write, producer page + data pages read-only).
+here through libbpf's own ring-buffer consumer (``kernel.libbpf.RingBuffer``).
 """
 
 from __future__ import annotations
 
-import mmap
+import json
 import os
 import struct
-from typing import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import KernelError
+from .model import ACTIONS, POLICY_KEYS
 
-POLICY_KEYS = ("aborted", "drop", "pass", "tx", "redirect", "unknown")
+if TYPE_CHECKING:
+    from .paths import Paths
+
 _STATS = struct.Struct("<7Q")
 _EVENT = struct.Struct("<QIIII")
-_RB_BUSY, _RB_DISCARD, _RB_HDR = 1 << 31, 1 << 30, 8
 
 
 def _open(fd_or_path: int | str) -> tuple[int, bool]:
@@ -55,53 +56,48 @@ def read_counters(counters: int | str, nr_slots: int) -> list[dict]:
 def read_events(events: int | str, limit: int = 1000) -> list[dict]:
     """Consume up to ``limit`` events from the ring buffer (fd or pinned path).
 
-    Consumed events are gone (the consumer position advances), like
-    ``ring_buffer__consume``. Returns dicts with ts_ns, slot, retval, ifindex, flags.
+    Consumed events are gone (libbpf's ``ring_buffer__consume`` advances the
+    consumer position). Returns dicts with ts_ns, slot, retval, ifindex, flags.
     """
-    return list(_iter_events(events, limit))
-
-
-def _iter_events(events: int | str, limit: int) -> Iterator[dict]:
     from .kernel import libbpf
+    out: list[dict] = []
+    if limit <= 0:
+        return out
+
+    def take(rec: bytes) -> bool:
+        if len(rec) >= _EVENT.size:
+            ts, slot, ret, ifindex, flags = _EVENT.unpack_from(rec, 0)
+            out.append({"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex,
+                        "flags": flags})
+        return len(out) < limit
+
     fd, close = _open(events)
     try:
-        size = libbpf.map_info(fd).max_entries
-        page = mmap.PAGESIZE
-        try:
-            cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        except OSError as e:
-            raise KernelError(f"cannot map the event ring buffer: {e.strerror}",
-                              errno=e.errno or 0) from None
-        try:
-            prod = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-        except OSError as e:
-            cons.close()
-            raise KernelError(f"cannot map the event ring buffer: {e.strerror}",
-                              errno=e.errno or 0) from None
-        try:
-            mask = size - 1
-            cpos = struct.unpack_from("<Q", cons, 0)[0]
-            n = 0
-            while n < limit:
-                ppos = struct.unpack_from("<Q", prod, 0)[0]
-                if cpos >= ppos:
-                    break
-                hdr_len = struct.unpack_from("<I", prod, page + (cpos & mask))[0]
-                if hdr_len & _RB_BUSY:
-                    break  # being written; stop here
-                length = hdr_len & ~(_RB_BUSY | _RB_DISCARD)
-                start = page + ((cpos + _RB_HDR) & mask)
-                rec = prod[start: start + length]  # data pages are mapped twice: no wrap
-                cpos += (length + _RB_HDR + 7) // 8 * 8
-                if not hdr_len & _RB_DISCARD and length >= _EVENT.size:
-                    ts, slot, ret, ifindex, flags = _EVENT.unpack_from(rec, 0)
-                    n += 1
-                    yield {"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex,
-                           "flags": flags}
-                struct.pack_into("<Q", cons, 0, cpos)
-        finally:
-            prod.close()
-            cons.close()
+        with libbpf.RingBuffer(fd, take) as rb:
+            rb.consume()
     finally:
         if close:
             os.close(fd)
+    return out
+
+
+def drain_events(paths: "Paths", rec, limit: int = 100000) -> int:
+    """Move a generation's 'log' events from its ring into ``events.log`` (JSON lines),
+    so they outlive the generation (each relink pins a new ring). ``rec`` is the
+    interface's state record (names the slots' programs)."""
+    path = Path(rec.pin_dir) / "events"
+    if not path.exists():
+        return 0
+    name = f"{rec.netns}/{rec.name}" if rec.netns else rec.name
+    lines = []
+    for ev in read_events(str(path), limit):
+        slot = ev["slot"]
+        prog = rec.programs[slot].name if slot < len(rec.programs) else f"slot {slot}"
+        verdict = (POLICY_KEYS[ev["retval"]] if ev["retval"] < len(ACTIONS)
+                   else f"unknown({ev['retval']})")
+        lines.append(json.dumps({"ts_ns": ev["ts_ns"], "interface": name, "program": prog,
+                                 "verdict": verdict, "generation": rec.generation}))
+    if lines:
+        with open(paths.state_dir / "events.log", "a") as f:
+            f.write("\n".join(lines) + "\n")
+    return len(lines)

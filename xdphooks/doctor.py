@@ -46,16 +46,15 @@ def checks(paths: Paths) -> list[tuple[bool | None, str, str]]:
             out.append((None, "freplace (dynamic linking) works", f"{works} — {why}"))
         except ImportError:
             out.append((None, "freplace backend", "not installed"))
-    from . import config as config_mod
-    from .coordinator import resolve_mode
+    from . import backends, config as config_mod
 
     try:
         cfg = config_mod.load(paths.config_file)
         present = "" if paths.config_file.exists() else " (no file: all defaults)"
         out.append((True, f"config {paths.config_file}", f"mode = {cfg.mode}{present}"))
         if root:
-            mode, why = resolve_mode(paths, cfg)
-            out.append((None, "chains will use", f"{mode} ({why})"))
+            choice = backends.choose(paths, cfg.mode)
+            out.append((None, "chains will use", f"{choice.mode} ({choice.why})"))
     except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
         out.append((False, f"config {paths.config_file}", str(e)))
         cfg = config_mod.Config()

@@ -24,10 +24,18 @@ quickly: a hook that runs longer than ``hook_timeout`` seconds (config, default
 raises is reported by plugin name with the exception's message and left out;
 it never aborts the whole run by itself.
 
-Implementations are called in pluggy's usual LIFO registration order, which
-carries no meaning here: the order of programs in a chain comes only from
-their data (priority, then name). ``wrapper=True`` implementations are
-honoured for the planning and after-swap hooks as usual.
+Each implementation runs on its own, under that time limit: one that fails
+counts as having returned ``None``. :func:`xdphooks_programs` and
+:func:`xdphooks_validate_chain` are called plugin by plugin so that every
+result can be blamed on the plugin that gave it; :func:`xdphooks_select_mode`
+(``firstresult``) and the after-the-swap hooks are called through pluggy, so
+``tryfirst``/``trylast`` order the ``select_mode`` answers as usual. Otherwise
+the call order (pluggy's LIFO) carries no meaning: the order of programs in a
+chain comes only from their data (priority, then name).
+
+Hook wrappers (``wrapper=True``, ``hookwrapper=True``) are not supported: a
+plugin with one is refused when it is registered, with an error naming it and
+the hook, and none of its hooks run.
 """
 
 from __future__ import annotations
@@ -121,12 +129,15 @@ def xdphooks_select_mode(interface: "InterfaceRef", chain: "Chain", probed: str)
     Called once per interface about to change, after validation, only when
     the configured ``mode`` is ``auto``.
 
-    :param probed: what the boot-time probe found usable: ``"freplace"`` or
-        ``"static"``.
-    :returns: ``"static"``, ``"freplace"`` or ``None`` for no opinion.
-        ``firstresult``: the first non-``None`` answer wins; if every plugin
-        says ``None``, ``probed`` is used.  Answering ``"freplace"`` where the
-        probe found it unusable is an error for that interface.
+    :param probed: the mode ``auto`` chose: the first usable backend
+        (``"freplace"`` if the per-boot probe found it works, else ``"static"``).
+    :returns: a mode name (``"static"``, ``"freplace"``: the names in
+        ``xdphooks.backends.Mode``) or ``None`` for no opinion.
+        ``firstresult``, through pluggy: the first non-``None`` answer in
+        pluggy's call order wins (``tryfirst``/``trylast`` apply); if every
+        plugin says ``None`` (or fails), ``probed`` is used.  Answering a mode
+        that is unknown or not usable on this kernel (``"freplace"`` where the
+        probe found it unusable) is an error that refuses the change.
     """
 
 

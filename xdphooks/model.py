@@ -11,7 +11,15 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Literal, Mapping
+
+if TYPE_CHECKING:
+    from .backends import Mode
+
+#: what reconcile does to one interface
+Action = Literal["attach", "replace", "detach", "keep"]
+#: an error refuses the change it concerns, a warning does not
+Severity = Literal["error", "warning"]
 
 #: XDP return codes in kernel order (enum xdp_action).
 ACTIONS: tuple[str, ...] = ("aborted", "drop", "pass", "tx", "redirect")
@@ -263,7 +271,7 @@ class Chain:
 
     interface: InterfaceRef
     entries: tuple[ChainEntry, ...]
-    mode: str = "static"
+    mode: "Mode" = "static"
 
     def fingerprint(self) -> str:
         blob = json.dumps({"mode": self.mode, "entries": [e.identity() for e in self.entries]},
@@ -279,7 +287,7 @@ class Chain:
 class Problem:
     """A planning finding: an error refuses the change, a warning does not."""
 
-    severity: str  # "error" | "warning"
+    severity: Severity
     plugin: str | None
     message: str
     fix: str = ""
@@ -292,14 +300,29 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why the change on one interface is held back (the running chain stays)."""
+
+    why: str
+
+    def __str__(self) -> str:
+        return self.why
+
+
+@dataclass(frozen=True)
 class Change:
     """What reconcile will do to one interface."""
 
     interface: InterfaceRef
-    action: str  # "attach" | "replace" | "detach" | "keep"
+    action: Action
     desired: Chain | None
     running_names: tuple[str, ...] = ()
     reason: str = ""
+    refusal: Refusal | None = None  # set: action is "keep" because the change was refused
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
 
 
 @dataclass(frozen=True)

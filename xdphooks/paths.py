@@ -6,8 +6,22 @@ a test can use the real package-installed plugins with a private state root;
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+#: one chain generation's pin directory: ``g<N>-<fingerprint>`` (N never reused)
+_GEN_RE = re.compile(r"^g(\d+)-([0-9a-f]{16})$")
+
+
+def gen_dir_name(generation: int, fingerprint: str) -> str:
+    return f"g{generation}-{fingerprint}"
+
+
+def parse_gen_dir(name: str) -> tuple[int, str] | None:
+    """(generation, fingerprint) of a generation directory's name; None if it is not one."""
+    m = _GEN_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 @dataclass(frozen=True)
@@ -77,5 +91,5 @@ class Paths:
     def iface_pin_dir(self, iface_key: str) -> Path:
         return self.pin_root / "if" / iface_key
 
-    def gen_pin_dir(self, iface_key: str, generation: int) -> Path:
-        return self.iface_pin_dir(iface_key) / f"g{generation}"
+    def gen_pin_dir(self, iface_key: str, generation: int, fingerprint: str) -> Path:
+        return self.iface_pin_dir(iface_key) / gen_dir_name(generation, fingerprint)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
+from .backends import Choice, Mode
 from .config import Config
 from .model import (
     PRIORITY_DEFAULT,
@@ -20,7 +21,9 @@ from .model import (
     ChainEntry,
     InterfaceRef,
     Link,
+    Plan,
     Problem,
+    Refusal,
     VerdictPolicy,
     XdpProgram,
 )
@@ -62,7 +65,7 @@ def resolve(
     declared: Sequence[tuple[str, XdpProgram]],
     config: Config,
     facts: Mapping[str, ObjectFacts],
-    object_path: "callable",
+    object_path: Callable[[XdpProgram], str],
 ) -> tuple[list[Placed], list[Problem]]:
     """Apply config overrides and object metadata; check each program.
 
@@ -207,7 +210,7 @@ def desired_chains(
     return dict(sorted(chains.items())), problems
 
 
-def with_mode(chain: Chain, mode: str) -> Chain:
+def with_mode(chain: Chain, mode: Mode) -> Chain:
     return replace(chain, mode=mode)
 
 
@@ -224,7 +227,8 @@ def diff(
         have = running.get(iface)
         names = have.names if have else ()
         if iface in refused:
-            changes.append(Change(iface, "keep", want, names, f"refused: {refused[iface]}"))
+            why = refused[iface]
+            changes.append(Change(iface, "keep", want, names, f"refused: {why}", Refusal(why)))
         elif want is None:
             changes.append(Change(iface, "detach", None, names, "no program wants it"))
         elif have is None:
@@ -278,4 +282,123 @@ def refusals(
         if hit:
             out.setdefault(iface, f"plugin {sorted(hit)[0]!r} failed to load and has programs "
                                   f"running here; keeping the running chain")
+    return out
+
+
+# --- assessment: the rules between "what is wanted" and "what to do" ----------------
+
+
+class PlanHooks(Protocol):
+    """The plugin hooks :func:`assess` consults (:class:`xdphooks.plugins.Plugins`)."""
+
+    @property
+    def failures(self) -> Sequence["HookFailure"]: ...
+
+    def select_mode(self, interface: InterfaceRef, chain: Chain, probed: str) -> str | None: ...
+
+    def validate(self, interface: InterfaceRef, chain: Chain) -> list[Problem]: ...
+
+
+class HookFailure(Protocol):
+    @property
+    def plugin(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def fix(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Situation:
+    """The facts :func:`assess` decides on; the coordinator gathers them."""
+
+    desired: Mapping[InterfaceRef, Chain]  # from desired_chains(), in choice.mode
+    running: Mapping[InterfaceRef, Running]  # our chains the kernel runs
+    problems: Sequence[Problem]  # from resolve() and desired_chains()
+    broken: frozenset[str]  # plugins that failed to load or declare
+    choice: Choice
+    auto: bool  # mode = "auto": plugins may pick another usable mode
+    xdp_mode: str  # configured native | skb
+    #: desired interfaces without a chain of ours: the program id the kernel runs (0: none)
+    kernel_ids: Mapping[InterfaceRef, int] = field(default_factory=dict)
+    #: our running chains: the XDP mode they were attached in
+    running_xdp_modes: Mapping[InterfaceRef, str] = field(default_factory=dict)
+    takeover: bool = False
+    only: frozenset[InterfaceRef] = frozenset()  # non-empty: plan these interfaces only
+
+
+@dataclass(frozen=True)
+class Assessment:
+    plan: Plan
+    desired: dict[InterfaceRef, Chain]  # in their final mode, limited to ``only``
+
+
+def assess(facts: Situation, hooks: PlanHooks) -> Assessment:
+    """Foreign programs, mode choice, plugin vetoes, failed plugins and XDP-mode
+    changes → refusals → the plan. No I/O here; the plugin hooks are the only
+    code called, and tests pass plain objects for them."""
+    desired = dict(facts.desired)
+    running = dict(facts.running)
+    problems = list(facts.problems)
+    choice = facts.choice
+    # The kernel is the truth: a foreign program is never replaced without --takeover.
+    foreign: dict[InterfaceRef, str] = {}
+    for iface in desired:
+        attached = facts.kernel_ids.get(iface, 0)
+        if iface not in running and attached and not facts.takeover:
+            foreign[iface] = (f"{iface} already runs XDP program id {attached} that xdphooks "
+                              f"did not attach")
+    if facts.auto:
+        for iface, chain in list(desired.items()):
+            chosen = hooks.select_mode(iface, chain, choice.mode)
+            if not chosen or chosen == choice.mode:
+                continue
+            if chosen not in choice.usable:
+                problems.append(Problem("error", None, f"{iface}: a plugin asked for mode "
+                                        f"{chosen!r}, which is not usable here ({choice.why})"))
+            else:
+                desired[iface] = with_mode(chain, chosen)
+    # Plugins vet only the chains that are about to change.
+    for iface, chain in desired.items():
+        have = running.get(iface)
+        if have is None or have.fingerprint != chain.fingerprint():
+            problems += [Problem(p.severity, p.plugin, f"{iface}: {p.message}", p.fix, iface)
+                         for p in hooks.validate(iface, chain)]
+    # A plugin that failed to load or declare is an error (its programs cannot run);
+    # one whose later hook failed is a warning (the change goes ahead).
+    failures = list(hooks.failures)
+    problems += [Problem("error", f.plugin, f.reason, f.fix) for f in failures
+                 if f.plugin in facts.broken]
+    problems += [Problem("warning", f.plugin, f.reason, f.fix) for f in failures
+                 if f.plugin not in facts.broken
+                 and not any(f.plugin in r.plugins for r in running.values())]
+    # XDP cannot switch an interface between native and skb mode atomically: a chain
+    # keeps the mode it was attached in until the admin detaches it.
+    for iface, was in facts.running_xdp_modes.items():
+        if iface in desired and was != facts.xdp_mode:
+            problems.append(Problem(
+                "warning", None, f"{iface} runs in {was} mode, the config says "
+                f"{facts.xdp_mode}; it stays in {was} mode (switching modes "
+                "needs a detach, which opens a packet window)",
+                f"in a maintenance window: xdphooks teardown {iface}; xdphooks reconcile"))
+    refused = refusals(problems, desired, running, facts.broken)
+    for iface, why in foreign.items():
+        refused.setdefault(iface, why + " (use --takeover to replace it)")
+        problems.append(Problem("error", None, why, "remove it (ip link set dev IFACE xdp off) "
+                                "or run reconcile --takeover"))
+    if facts.only:
+        desired = {i: c for i, c in desired.items() if i in facts.only}
+        running = {i: r for i, r in running.items() if i in facts.only}
+    changes = diff(desired, running, refused)
+    return Assessment(Plan(changes, tuple(_dedupe(problems))), desired)
+
+
+def _dedupe(problems: Sequence[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
     return out

@@ -56,26 +56,20 @@ class Plugins:
     timeout: float = 10.0
 
     def call_each(self, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
-        """Call ``hook`` on every plugin separately, guarded; returns (plugin, result)."""
+        """Call ``hook`` on every plugin separately, guarded; returns (plugin, result)
+        for the implementations that returned, so results can be blamed on a plugin
+        (pluggy's own call returns them without names)."""
         out = []
-        caller = getattr(self.pm.hook, hook)
-        for impl in caller.get_hookimpls():
-            name = self.pm.get_name(impl.plugin) or "?"
-            if getattr(impl, "wrapper", False) or impl.hookwrapper:  # pluggy 1.0 has no .wrapper
-                continue
-            args = {k: kwargs[k] for k in impl.argnames}
-            ok, value = _guarded(lambda: impl.function(**args), self.timeout)
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            guarded: _Guarded = impl.function  # every implementation is, see _register()
+            ok, value = guarded.call(*(kwargs[k] for k in impl.argnames))
             if ok:
-                out.append((name, value))
-            else:
-                self.failures.append(Failure(name, f"{hook}() {value}",
-                                             "fix or remove the plugin, or disable it "
-                                             f"with --disable {name}"))
+                out.append((guarded.plugin, value))
         return out
 
     def notify(self, hook: str, **kwargs: Any) -> None:
-        """Fire an after-the-fact hook; failures are reported, never raised."""
-        self.call_each(hook, kwargs)
+        """Fire an after-the-fact hook through pluggy; failures are reported, never raised."""
+        getattr(self.pm.hook, hook)(**kwargs)
 
     def programs(self) -> tuple[list[tuple[str, XdpProgram]], set[str]]:
         """All declared programs with their plugin, and the plugins that failed to declare."""
@@ -108,12 +102,35 @@ class Plugins:
         return problems
 
     def select_mode(self, interface, chain, probed: str) -> str | None:
-        for plugin, result in self.call_each("xdphooks_select_mode",
-                                             {"interface": interface, "chain": chain,
-                                              "probed": probed}):
-            if result is not None:
-                return result
-        return None
+        # pluggy's firstresult: the first non-None answer, in pluggy's call order; an
+        # implementation that fails counts as None (and is reported).
+        return self.pm.hook.xdphooks_select_mode(interface=interface, chain=chain,
+                                                 probed=probed)
+
+
+class _Guarded:
+    """One plugin's implementation of one hook, run under the time limit.
+
+    Installed as the ``HookImpl.function`` pluggy calls, so calls through pluggy
+    (firstresult, notifications) and :meth:`Plugins.call_each` are guarded alike:
+    a failure is recorded in :attr:`Plugins.failures` by plugin name and the
+    implementation counts as having returned ``None``.
+    """
+
+    def __init__(self, plugins: Plugins, plugin: str, hook: str, fn: Callable[..., Any]):
+        self.plugins, self.plugin, self.hook, self.fn = plugins, plugin, hook, fn
+
+    def call(self, *args: Any) -> tuple[bool, Any]:
+        ok, value = _guarded(lambda: self.fn(*args), self.plugins.timeout)
+        if not ok:
+            self.plugins.failures.append(Failure(self.plugin, f"{self.hook}() {value}",
+                                                 "fix or remove the plugin, or disable it "
+                                                 f"with --disable {self.plugin}"))
+        return ok, value
+
+    def __call__(self, *args: Any) -> Any:
+        ok, value = self.call(*args)
+        return value if ok else None
 
 
 def _bad_programs(result: Any) -> str:
@@ -298,12 +315,30 @@ def _register(pm: pluggy.PluginManager, plugins: Plugins, name: str, obj: Any, s
         pm.register(obj, name=name)
         pm.check_pending()
     except Exception as e:  # pluggy's PluginValidationError and friends
-        try:
-            pm.unregister(name=name)
-        except Exception:  # noqa: BLE001
-            pass
+        _unregister(pm, name)
         plugins.failures.append(Failure(name, f"invalid hook implementation: {e}",
                                         "check the hook names and arguments against "
                                         "xdphooks.hookspecs"))
         return
+    impls = [(caller.name, impl) for caller in pm.get_hookcallers(obj) or ()
+             for impl in caller.get_hookimpls() if impl.plugin is obj]
+    wrappers = sorted(hook for hook, impl in impls
+                      if impl.hookwrapper or getattr(impl, "wrapper", False))  # 1.0: no .wrapper
+    if wrappers:
+        _unregister(pm, name)
+        plugins.failures.append(Failure(
+            name, f"{', '.join(wrappers)}: hook wrappers (wrapper=True, hookwrapper=True) are "
+            "not supported; xdphooks calls each plugin's implementation on its own, with a "
+            "time limit", "drop wrapper=True/hookwrapper=True from @hookimpl and return the "
+            "hook's result"))
+        return
+    for hook, impl in impls:
+        impl.function = _Guarded(plugins, name, hook, impl.function)
     plugins.sources[name] = source
+
+
+def _unregister(pm: pluggy.PluginManager, name: str) -> None:
+    try:
+        pm.unregister(name=name)
+    except Exception:  # noqa: BLE001 - not registered (or half): nothing to undo
+        pass

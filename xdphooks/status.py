@@ -25,10 +25,10 @@ def _kernel_ok() -> bool:
 
 
 def _attached(netns_name: str, ifname: str) -> int | None:
-    from .coordinator import _attached_id
+    from .kernel.xdp import attached_id
     from .model import InterfaceRef
 
-    return _attached_id(InterfaceRef(netns_name, ifname))
+    return attached_id(InterfaceRef(netns_name, ifname))
 
 
 def _counters(pin_dir: str, n: int) -> list[dict] | None:
@@ -195,31 +195,11 @@ def main(args, paths: Paths) -> int:
         return 0
 
 
-def drain_events(paths: Paths, rec, limit: int = 100000) -> int:
-    """Move a generation's 'log' events from its ring into ``events.log`` (JSON lines),
-    so they outlive the generation (each relink pins a new ring)."""
-    path = Path(rec.pin_dir) / "events"
-    if not path.exists():
-        return 0
-    from .counters import read_events
-
-    name = f"{rec.netns}/{rec.name}" if rec.netns else rec.name
-    lines = []
-    for ev in read_events(str(path), limit):
-        slot = ev["slot"]
-        prog = rec.programs[slot].name if slot < len(rec.programs) else f"slot {slot}"
-        verdict = VERDICT_KEYS[ev["retval"]] if ev["retval"] < 5 else f"unknown({ev['retval']})"
-        lines.append(json.dumps({"ts_ns": ev["ts_ns"], "interface": name, "program": prog,
-                                 "verdict": verdict, "generation": rec.generation}))
-    if lines:
-        with open(paths.state_dir / "events.log", "a") as f:
-            f.write("\n".join(lines) + "\n")
-    return len(lines)
-
-
 def events_main(args, paths: Paths) -> int:
     st, _ = state_mod.load(paths.state_file)
     if os.geteuid() == 0:
+        from .counters import drain_events
+
         for rec in st.interfaces.values():
             drain_events(paths, rec)
     shown = 0

@@ -38,6 +38,13 @@ STUB_RETVAL = 31
 _DISPATCHER_RE = re.compile(r"^dispatcher-(\d+)\.o$")
 
 
+def usable(paths) -> tuple[bool, str]:
+    """Whether this kernel runs freplace: the per-boot probe (probe.py), cached."""
+    from ..probe import probe_freplace
+
+    return probe_freplace(paths.run_dir)
+
+
 def slot_name(i: int) -> str:
     return f"slot{i}"
 

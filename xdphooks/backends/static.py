@@ -402,3 +402,13 @@ def reset_after_preflight(counters_fd: int, events_fd: int, slots: int) -> None:
 
 __all__ = ["build", "rootlet_path", "preflight_check", "predict_links",
            "MAX_SLOTS", "last_timings"]
+
+
+# --- the Backend protocol (backends/__init__.py) ------------------------------------
+
+MODE = "static"
+
+
+def usable(paths) -> tuple[bool, str]:
+    """Any kernel that loads XDP runs a linked chain; no probe needed."""
+    return True, "static linking works on any kernel that loads XDP"

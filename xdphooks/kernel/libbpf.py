@@ -602,3 +602,67 @@ def link_info(fd: int) -> LinkInfo:
     # word 4) for tracing links: attach_type, target_obj_id, target_btf_id
     return LinkInfo(buf[0], buf[1], buf[2], buf[5], buf[6])
 
+
+
+# --- ring buffers ------------------------------------------------------------------
+
+_RB_SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+_sig("ring_buffer__new", c_void_p, c_int, _RB_SAMPLE_FN, c_void_p, c_void_p)
+_sig("ring_buffer__poll", c_int, c_void_p, c_int)
+_sig("ring_buffer__consume", c_int, c_void_p)
+_sig("ring_buffer__free", None, c_void_p)
+_RB_STOP = -_errno.ECANCELED  # a callback's "enough": libbpf keeps the sample consumed, stops
+
+
+class RingBuffer:
+    """libbpf's consumer of a BPF_MAP_TYPE_RINGBUF (``ring_buffer__new``).
+
+    ``on_sample(data: bytes) -> bool`` is called per record; returning False
+    stops this poll/consume after that record (it stays consumed). Consumed
+    records are gone for every other reader of the ring.
+    """
+
+    def __init__(self, map_fd: int, on_sample) -> None:
+        def cb(_ctx, data, size):
+            try:
+                more = on_sample(ctypes.string_at(data, size))
+            except BaseException:  # noqa: BLE001 - never unwind through libbpf's C frames
+                self._error = True
+                return _RB_STOP
+            return 0 if more is not False else _RB_STOP
+
+        self._error = False
+        self._cb = _RB_SAMPLE_FN(cb)  # kept referenced as long as libbpf may call it
+        take_log()
+        ptr = _lib.ring_buffer__new(map_fd, self._cb, None, None)
+        if not ptr:
+            raise _fail("ring_buffer__new")
+        self.ptr: int = ptr
+
+    def _done(self, rc: int, what: str) -> int:
+        if self._error:
+            raise KernelError(f"{what}: the sample callback raised", errno=_errno.EINVAL)
+        if rc == _RB_STOP:
+            return 0
+        if rc < 0:
+            raise _fail(what, -rc)
+        return rc
+
+    def consume(self) -> int:
+        """Read what is there now, without waiting; number of records handled."""
+        return self._done(_lib.ring_buffer__consume(self.ptr), "ring_buffer__consume")
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to ``timeout_ms`` for records (epoll), then read them."""
+        return self._done(_lib.ring_buffer__poll(self.ptr, timeout_ms), "ring_buffer__poll")
+
+    def close(self) -> None:
+        if self.ptr:
+            _lib.ring_buffer__free(self.ptr)
+            self.ptr = 0
+
+    def __enter__(self) -> "RingBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
