@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as config_mod
-from . import planner, state as state_mod
+from . import planner, recover, state as state_mod
 from .errors import KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
@@ -58,6 +58,7 @@ class Observed:
     attached_id: int
     gens: dict[int, tuple[Path, str]]  # prog id of each pinned root -> (gen dir, fingerprint)
     record: InterfaceRecord | None
+    recovered: recover.Recognition | None = None  # pins lost: our chain, known by its ids
 
     @property
     def ours(self) -> bool:
@@ -171,7 +172,12 @@ def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
                 attached = libbpf.xdp_query_id(ifindex) if ifindex else 0
         except NetnsError:
             ifindex, attached = 0, 0
-        out[iface] = Observed(iface, ifindex, attached, gens, state.interfaces.get(key))
+        rec = state.interfaces.get(key)
+        lost = recover.observe_lost(paths.pin_root, attached, rec) if attached not in gens \
+            else None
+        if lost and lost.ours:  # reconcile re-pins it (_repin_recovered)
+            gens[attached] = (paths.pin_root / lost.gen_rel, rec.fingerprint)
+        out[iface] = Observed(iface, ifindex, attached, gens, rec, lost)
     return out
 
 
@@ -320,6 +326,7 @@ def reconcile(paths: Paths, opts: Options) -> Result:
         # A run killed after pinning never recorded its generation: never reuse one.
         sess.state.generation = max([sess.state.generation, *_pinned_generations(paths)])
         result = Result(sess.plan, warnings=list(sess.warnings))
+        result.warnings += _repin_recovered(sess)
         _adopt_running(sess, opts)
         _open_change_log(paths)
         for change in sess.plan.pending:
@@ -355,6 +362,25 @@ def reconcile(paths: Paths, opts: Options) -> Result:
         return result
 
 
+def _repin_recovered(sess: Session) -> list[str]:
+    """Pins lost, chain recognised from the kernel (recover.py): pin it again."""
+    said = []
+    for iface, obs in sess.observed.items():
+        if obs.recovered is None or not obs.recovered.ours:
+            continue
+        try:
+            recover.repin(sess.paths.pin_root, obs.recovered)
+        except XdphooksError as e:
+            said.append(f"{iface}: re-pinning its running chain failed: {e.line()}")
+            continue
+        said.append(f"{iface}: the pins of its running chain (program id {obs.attached_id}) "
+                    f"were lost (bpffs mounted afresh?); recognised it by the ids in "
+                    f"{sess.paths.state_file} and re-pinned it and its maps from the kernel "
+                    "— fix: none needed; keep the bpffs mounted in the host's mount namespace "
+                    "(admin guide, 'bpffs')")
+    return said
+
+
 def _adopt_running(sess: Session, opts: Options) -> None:
     """An up-to-date chain of ours without a state record (state lost or corrupt, or a
     run died between swap and state write) gets its record again, from the pins and
@@ -378,7 +404,8 @@ def _adopt_running(sess: Session, opts: Options) -> None:
                                     _pinned_prog_id(gen_dir / f"prog-{e.name}")
                                     or obs.attached_id, i)
                       for i, e in enumerate(chain.entries)],
-            updated=time.time(), trigger=opts.trigger)
+            updated=time.time(), trigger=opts.trigger,
+            **recover.record_fields(sess.paths.pin_root, gen_dir, chain))
 
 
 def _open_change_log(paths: Paths) -> None:
@@ -463,7 +490,8 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
                                 e.program, e.digest,
                                 built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i)
                   for i, e in enumerate(chain.entries)],
-        updated=time.time(), trigger=opts.trigger)
+        updated=time.time(), trigger=opts.trigger,
+        **recover.record_fields(sess.paths.pin_root, gen_dir, chain))
     crashpoint("before-state-write")
     state_mod.save(sess.paths.state_file, sess.state)
     crashpoint("after-state-write")
