@@ -172,13 +172,19 @@ def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
                 attached = libbpf.xdp_query_id(ifindex) if ifindex else 0
         except NetnsError:
             ifindex, attached = 0, 0
-        rec = state.interfaces.get(key)
-        lost = recover.observe_lost(paths.pin_root, attached, rec) if attached not in gens \
-            else None
-        if lost and lost.ours:  # reconcile re-pins it (_repin_recovered)
-            gens[attached] = (paths.pin_root / lost.gen_rel, rec.fingerprint)
-        out[iface] = Observed(iface, ifindex, attached, gens, rec, lost)
+        out[iface] = Observed(iface, ifindex, attached, gens, state.interfaces.get(key))
+        _recognise_lost(paths, out[iface])
     return out
+
+
+def _recognise_lost(paths: Paths, obs: Observed) -> None:
+    """No pin names the attached program: is it our recorded chain (recover.py)?
+    If so it counts as ours, at its recorded generation; reconcile re-pins it."""
+    if obs.attached_id and obs.attached_id not in obs.gens:
+        obs.recovered = recover.observe_lost(paths.pin_root, obs.attached_id, obs.record)
+        if obs.recovered and obs.recovered.ours:
+            obs.gens[obs.attached_id] = (paths.pin_root / obs.recovered.gen_rel,
+                                         obs.record.fingerprint)
 
 
 def available_interfaces(namespaces: list[str]) -> list[InterfaceRef]:
