@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as config_mod
-from . import planner, recover, state as state_mod
+from . import planner, state as state_mod
 from .errors import KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
@@ -34,6 +34,7 @@ from .kernel.netns import NetnsError, list_netns, netns
 from .model import Change, Chain, InterfaceRef, Plan, Problem
 from .paths import Paths
 from .plugins import Plugins, discover
+from . import recover
 from .security import ensure_private_dir
 from .state import InterfaceRecord, ProgramRecord, State
 
