@@ -127,7 +127,7 @@ def lost_pins_scenario(xh, veth, bpf_obj, mode: str) -> None:
     # everything is pinned again, the component's map with its contents
     for rel in rec["pins"]:
         assert (xh.bpffs / "xdphooks" / rel).exists(), rel
-    assert count(xh) == before
+    assert count(xh) >= before  # its contents survived (stray IPv6 packets may add some)
     ping(veth)
     assert count(xh) >= before + 3
     again = xh.run("reconcile")
