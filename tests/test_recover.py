@@ -157,3 +157,33 @@ def test_static_chain_survives_lost_pins(xh, veth, bpf_obj):
                     "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
 def test_freplace_chain_survives_lost_pins(xh, veth, bpf_obj):
     lost_pins_scenario(xh, veth, bpf_obj, "freplace")
+
+
+def test_a_map_named_root_is_a_map():
+    pins = dict(PINS, **{"maps/fw/root": 23})
+    r = recognise(10, "xdphooks_root", "aa", pins, facts(maps=(20, 21, 22, 23)))
+    assert r.ours and r.repin["maps/fw/root"] == ("map", 23)
+
+
+def test_planted_pin_is_refused(xh, veth, bpf_obj):
+    """After the pins are lost, someone pins another map where the chain's map goes:
+    re-pinning never adopts it, and says which path to remove."""
+    from xdphooks.kernel import libbpf
+
+    xh.write_config('mode = "static"\nxdp_mode = "skb"\n')
+    xh.add_object(bpf_obj("count_pass"), "count_pass.o")
+    xh.add_plugin("counter", PLUGIN.format(name="counter", obj="count_pass.o", prio=10,
+                                           iface=veth.iface))
+    xh.run("reconcile")
+    remount(xh)
+    other = libbpf.BpfObject(str(bpf_obj("count_pass")))
+    other.load()
+    try:
+        planted = xh.bpffs / "xdphooks/maps/counter/pkt_count"
+        planted.parent.mkdir(parents=True)
+        libbpf.obj_pin(other.map("pkt_count").fd, str(planted))
+    finally:
+        other.close()
+    proc = xh.run("reconcile", check=False)
+    (line,) = [ln for ln in proc.stderr.splitlines() if "holds another object" in ln]
+    assert str(planted) in line and f"fix: remove {planted}" in line, proc.stderr

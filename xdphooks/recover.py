@@ -21,13 +21,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import KernelError
+from .errors import KernelError, XdphooksError
 
-#: a pin's kind, from its file name: ``root``/``prog-*`` programs, ``link-*`` links
+#: a pin's kind, from its place: in a generation directory ``root``/``prog-*`` are
+#: programs, ``link-*`` links, the rest maps; everything under ``maps/`` is a map
 PROG, LINK, MAP = "prog", "link", "map"
 
 
 def pin_kind(rel: str) -> str:
+    if rel.startswith("maps/"):
+        return MAP  # a program's persistent maps, whatever they are called
     base = rel.rsplit("/", 1)[-1]
     if base == "root" or base.startswith("prog-"):
         return PROG
@@ -80,7 +83,7 @@ def recognise(attached: int, root_name: str, root_tag: str, pins: dict[str, int]
     if root_tag and root.tag != root_tag:
         return Recognition(False, f"program id {attached} has tag {root.tag}, the chain "
                                   f"recorded has {root_tag}")
-    roots = [r for r, k in pins.items() if r.endswith("/root")]
+    roots = [r for r in pins if r.startswith("if/") and r.endswith("/root")]
     if len(roots) != 1 or pins[roots[0]] != attached:
         return Recognition(False, "the state record names no root pin for this program")
     owned = set(root.map_ids)
@@ -130,7 +133,7 @@ def kernel_facts(attached: int, pins: dict[str, int]) -> KernelFacts:
     progs, links, maps = {}, {}, set()
     for rel, oid in pins.items():
         kind = pin_kind(rel)
-        if kind == PROG and not rel.endswith("/root"):
+        if kind == PROG and oid != attached:
             if (p := _prog_facts(oid)) is not None:
                 progs[oid] = p
         elif kind == LINK:
@@ -164,19 +167,16 @@ def snapshot(pin_root: Path, gen_dir: Path, programs: list[str]) -> tuple[str, s
     for path in paths:
         rel = str(path.relative_to(pin_root))
         kind = pin_kind(rel)
-        try:
-            with libbpf.fd_closing(libbpf.obj_get(str(path))) as fd:
-                if kind == PROG:
+        if path.name == "root":
+            try:
+                with libbpf.fd_closing(libbpf.obj_get(str(path))) as fd:
                     info, _ = libbpf.prog_info(fd)
-                    pins[rel] = info.id
-                    if path.name == "root":
-                        name, tag = info.name.decode(errors="replace"), bytes(info.tag).hex()
-                elif kind == LINK:
-                    pins[rel] = libbpf.link_info(fd).id
-                else:
-                    pins[rel] = libbpf.map_info(fd).id
-        except KernelError:
-            continue  # not a pin we can read: nothing to restore from
+                name, tag = info.name.decode(errors="replace"), bytes(info.tag).hex()
+            except KernelError:
+                pass
+        oid = pinned_id(path, kind)
+        if oid:  # else not a pin we can read: nothing to restore from
+            pins[rel] = oid
     return name, tag, pins
 
 
@@ -191,6 +191,19 @@ def observe_lost(pin_root: Path, attached: int, record) -> Recognition | None:
                      kernel_facts(attached, pins))
 
 
+def pinned_id(path: Path, kind: str) -> int:
+    """Kernel id of the object pinned at ``path`` (0 if none can be read)."""
+    from .kernel import libbpf
+
+    try:
+        with libbpf.fd_closing(libbpf.obj_get(str(path))) as fd:
+            if kind == PROG:
+                return libbpf.prog_info(fd)[0].id
+            return libbpf.link_info(fd).id if kind == LINK else libbpf.map_info(fd).id
+    except KernelError:
+        return 0
+
+
 def repin(pin_root: Path, rec: Recognition) -> list[str]:
     """Pin every object of a recognised chain again at its recorded path; returns the
     paths pinned (those still present and holding the same id are left alone)."""
@@ -201,7 +214,13 @@ def repin(pin_root: Path, rec: Recognition) -> list[str]:
     for rel, (kind, oid) in sorted(rec.repin.items()):
         path = pin_root / rel
         if os.path.lexists(path):
-            continue  # a pin survived (a shared map pinned by another chain's recovery)
+            # pinned already: a map shared with another chain recovered first is fine;
+            # anything else there (planted, or another tool's) is not ours to use
+            if pinned_id(path, kind) != oid:
+                raise XdphooksError(f"{path} holds another object than the running chain's "
+                                    f"{kind} id {oid} (planted, or pinned by another tool)",
+                                    fix=f"remove {path} and run reconcile again")
+            continue
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with libbpf.fd_closing(opener[kind](oid)) as fd:
             libbpf.obj_pin(fd, str(path))
