@@ -32,6 +32,7 @@ from .kernel.netns import NetnsError, interfaces, list_netns
 from .model import Change, Chain, InterfaceRef, Plan
 from .paths import Paths, parse_gen_dir
 from .plugins import Plugins, discover
+from . import recover
 from .security import ensure_private_dir
 from .state import InterfaceRecord, ProgramRecord, State
 
@@ -55,6 +56,7 @@ class Observed:
     attached_id: int
     gens: dict[int, tuple[Path, str]]  # prog id of each pinned root -> (gen dir, fingerprint)
     record: InterfaceRecord | None
+    recovered: recover.Recognition | None = None  # pins lost: our chain, known by its ids
 
     @property
     def ours(self) -> bool:
@@ -150,7 +152,18 @@ def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
                     gens[pid] = (g, parsed[1])
         ifindex, attached = xdp.query(iface)
         out[iface] = Observed(iface, ifindex, attached, gens, state.interfaces.get(key))
+        _recognise_lost(paths, out[iface])
     return out
+
+
+def _recognise_lost(paths: Paths, obs: Observed) -> None:
+    """No pin names the attached program: is it our recorded chain (recover.py)?
+    If so it counts as ours, at its recorded generation; reconcile re-pins it."""
+    if obs.attached_id and obs.attached_id not in obs.gens:
+        obs.recovered = recover.observe_lost(paths.pin_root, obs.attached_id, obs.record)
+        if obs.recovered and obs.recovered.ours:
+            obs.gens[obs.attached_id] = (paths.pin_root / obs.recovered.gen_rel,
+                                         obs.record.fingerprint)
 
 
 def available_interfaces(namespaces: list[str]) -> list[InterfaceRef]:
@@ -219,6 +232,7 @@ def reconcile(paths: Paths, opts: Options) -> Result:
         # A run killed after pinning never recorded its generation: never reuse one.
         sess.state.generation = max([sess.state.generation, *_pinned_generations(paths)])
         result = Result(sess.plan, warnings=list(sess.warnings))
+        result.warnings += _repin_recovered(sess)
         _adopt_running(sess, opts)
         _open_change_log(paths)
         for change in sess.plan.pending:
@@ -254,6 +268,25 @@ def reconcile(paths: Paths, opts: Options) -> Result:
         return result
 
 
+def _repin_recovered(sess: Session) -> list[str]:
+    """Pins lost, chain recognised from the kernel (recover.py): pin it again."""
+    said = []
+    for iface, obs in sess.observed.items():
+        if obs.recovered is None or not obs.recovered.ours:
+            continue
+        try:
+            recover.repin(sess.paths.pin_root, obs.recovered)
+        except XdphooksError as e:
+            said.append(f"{iface}: re-pinning its running chain failed: {e.line()}")
+            continue
+        said.append(f"{iface}: the pins of its running chain (program id {obs.attached_id}) "
+                    f"were lost (bpffs mounted afresh?); recognised it by the ids in "
+                    f"{sess.paths.state_file} and re-pinned it and its maps from the kernel "
+                    "— fix: none needed; keep the bpffs mounted in the host's mount namespace "
+                    "(admin guide, 'bpffs')")
+    return said
+
+
 def _adopt_running(sess: Session, opts: Options) -> None:
     """An up-to-date chain of ours without a state record (state lost or corrupt, or a
     run died between swap and state write) gets its record again, from the pins and
@@ -277,7 +310,8 @@ def _adopt_running(sess: Session, opts: Options) -> None:
                                     xdp.pinned_prog_id(gen_dir / f"prog-{e.name}")
                                     or obs.attached_id, i)
                       for i, e in enumerate(chain.entries)],
-            updated=time.time(), trigger=opts.trigger)
+            updated=time.time(), trigger=opts.trigger,
+            **recover.record_fields(sess.paths.pin_root, gen_dir, chain))
 
 
 def _open_change_log(paths: Paths) -> None:
@@ -359,7 +393,8 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
                                 built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i,
                                 **_link_fields(built, i))
                   for i, e in enumerate(chain.entries)],
-        updated=time.time(), trigger=opts.trigger)
+        updated=time.time(), trigger=opts.trigger,
+        **recover.record_fields(sess.paths.pin_root, gen_dir, chain))
     crashpoint("before-state-write")
     state_mod.save(sess.paths.state_file, sess.state)
     crashpoint("after-state-write")

@@ -59,6 +59,11 @@ class InterfaceRecord:
     programs: list[ProgramRecord]
     updated: float = 0.0
     trigger: str = ""
+    # What the kernel called the chain when it was pinned, so that it is recognised
+    # (and re-pinned) from the kernel if the pins are lost: xdphooks/recover.py.
+    root_name: str = ""
+    root_tag: str = ""
+    pins: dict[str, int] = field(default_factory=dict)  # pin path under the pin root -> id
 
 
 @dataclass

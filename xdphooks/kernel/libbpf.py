@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import KernelError, VerifierError
+from . import errnos, rtnl
 
 _lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)  # find_library would fork ldconfig
@@ -64,10 +65,13 @@ def take_log() -> str:
     return text
 
 
-def _fail(what: str, err: int | None = None, cls: type[KernelError] = KernelError) -> KernelError:
+def _fail(what: str, err: int | None = None, cls: type[KernelError] = KernelError,
+          op: str = errnos.ANY, extack: str = "") -> KernelError:
+    """The error for a failed call: the errno as a sentence (kernel/errnos.py)."""
     err = err if err is not None else ctypes.get_errno()
     err = abs(err)
-    return cls(f"{what}: {os.strerror(err)} (errno {err})", errno=err, log=take_log())
+    said = errnos.explain(op, err, extack)
+    return cls(f"{what}: {said.text}", errno=err, log=take_log(), fix=said.fix)
 
 
 def _sig(name: str, res, *args) -> None:
@@ -132,10 +136,6 @@ _sig("bpf_linker__new", c_void_p, c_char_p, c_void_p)
 _sig("bpf_linker__add_file", c_int, c_void_p, c_char_p, c_void_p)
 _sig("bpf_linker__finalize", c_int, c_void_p)
 _sig("bpf_linker__free", None, c_void_p)
-
-
-class _XdpAttachOpts(ctypes.Structure):
-    _fields_ = [("sz", c_size_t), ("old_prog_fd", c_int)]
 
 
 class _TestRunOpts(ctypes.Structure):
@@ -219,7 +219,7 @@ class Program:
     def attach_freplace(self, target_fd: int, func: str) -> "Link":
         link = _lib.bpf_program__attach_freplace(self.ptr, target_fd, func.encode())
         if not link:
-            raise _fail(f"attach_freplace({self.name} -> {func})")
+            raise _fail(f"attach_freplace({self.name} -> {func})", op=errnos.LINK)
         return Link(link)
 
 
@@ -232,7 +232,7 @@ class Link:
         return _lib.bpf_link__fd(self.ptr)
 
     def pin(self, path: str) -> None:
-        _check(_lib.bpf_link__pin(self.ptr, path.encode()), f"pin link at {path}")
+        _check(_lib.bpf_link__pin(self.ptr, path.encode()), f"pin link at {path}", errnos.PIN)
 
     def disconnect(self) -> None:
         """Keep the kernel link alive after destroy() (it is pinned)."""
@@ -327,8 +327,9 @@ class BpfObject:
             log = take_log()
             cls = VerifierError if ("processed" in log or "verif" in log.lower()
                                     or err in (_errno.EACCES, _errno.EINVAL)) else KernelError
-            raise cls(f"loading {os.path.basename(self.path)} failed: {os.strerror(err)}",
-                      errno=err, log=log)
+            said = errnos.explain(errnos.LOAD, err)
+            raise cls(f"loading {os.path.basename(self.path)} failed: {said.text}",
+                      errno=err, log=log, fix=said.fix)
 
     def close(self) -> None:
         if self.ptr:
@@ -342,9 +343,9 @@ class BpfObject:
         self.close()
 
 
-def _check(rc: int, what: str) -> None:
+def _check(rc: int, what: str, op: str = errnos.ANY) -> None:
     if rc < 0:
-        raise _fail(what, -rc if rc != -1 else None)
+        raise _fail(what, -rc if rc != -1 else None, op=op)
 
 
 # --- static linker -------------------------------------------------------------
@@ -379,18 +380,18 @@ def xdp_query_id(ifindex: int, flags: int = 0) -> int:
 
 
 def xdp_attach(ifindex: int, prog_fd: int, flags: int, old_prog_fd: int = -1) -> None:
-    opts = _XdpAttachOpts(ctypes.sizeof(_XdpAttachOpts), old_prog_fd)
-    rc = _lib.bpf_xdp_attach(ifindex, prog_fd, flags,
-                             ctypes.byref(opts) if old_prog_fd >= 0 else None)
-    if rc < 0:
-        raise _fail(f"XDP attach on ifindex {ifindex}", -rc)
+    """bpf_xdp_attach's request, sent over rtnetlink by kernel/rtnl.py so that the
+    kernel's extack reason reaches the error (libbpf drops it)."""
+    what = "XDP detach" if prog_fd < 0 else "XDP attach"
+    try:
+        rtnl.xdp_set(ifindex, prog_fd, flags, old_prog_fd)
+    except rtnl.NetlinkError as e:
+        raise _fail(f"{what} on ifindex {ifindex}", e.errno, op=errnos.ATTACH,
+                    extack=e.extack) from None
 
 
 def xdp_detach(ifindex: int, flags: int, old_prog_fd: int = -1) -> None:
-    opts = _XdpAttachOpts(ctypes.sizeof(_XdpAttachOpts), old_prog_fd)
-    rc = _lib.bpf_xdp_detach(ifindex, flags, ctypes.byref(opts) if old_prog_fd >= 0 else None)
-    if rc < 0:
-        raise _fail(f"XDP detach on ifindex {ifindex}", -rc)
+    xdp_attach(ifindex, -1, flags, old_prog_fd)
 
 
 # --- test run ------------------------------------------------------------------------
@@ -422,13 +423,13 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1) -> TestRun:
 
 
 def obj_pin(fd: int, path: str) -> None:
-    _check(_lib.bpf_obj_pin(fd, os.fsencode(path)), f"pin at {path}")
+    _check(_lib.bpf_obj_pin(fd, os.fsencode(path)), f"pin at {path}", errnos.PIN)
 
 
 def obj_get(path: str) -> int:
     fd = _lib.bpf_obj_get(os.fsencode(path))
     if fd < 0:
-        raise _fail(f"open pinned object {path}")
+        raise _fail(f"open pinned object {path}", op=errnos.PIN)
     return fd
 
 
@@ -574,7 +575,7 @@ def freplace_link_create(prog_fd: int, target_fd: int, func: str) -> int:
     take_log()
     fd = _lib.bpf_link_create(prog_fd, target_fd, 0, ctypes.byref(opts))
     if fd < 0:
-        raise _fail(f"freplace link to {func}", -fd if fd != -1 else None)
+        raise _fail(f"freplace link to {func}", -fd if fd != -1 else None, op=errnos.LINK)
     return fd
 
 
