@@ -45,7 +45,7 @@ PLUGIN = "fuzzplug"
 EXAMPLES = int(os.environ.get("XDPHOOKS_FUZZ_EXAMPLES", "0"))
 SECONDS = 10.0  # per example: every call on a mutated object is well below 0.1 s
 MEMORY = 512 << 20  # extra address space one example may use
-ROOTLET = REPO / "xdphooks" / "data" / "rootlet_1.o"
+ROOTLET = REPO / "xdphooks" / "data" / "rootlet.o"
 
 TEST_SEEDS = ("static_ret", "static_runcfg", "static_two", "count_pass", "sv_udp9_tx",
               "static_bigstack", "fr_tag")
