@@ -343,8 +343,12 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
              next_segment: int | None = None) -> tuple[list[I.Insn | I.Place], list[Linked]]:
     """The root program's instructions, and what became of each slot. With
     ``next_segment``, a chain that runs to the end tail-calls that segment."""
-    leave = I.Label("leave")
-    prog: list[I.Insn | I.Place] = [I.stx(I.DW, I.FP, 1, CTX_SLOT)]
+    leave, refs = I.Label("leave"), I.Label("refs")
+    # ctx is never NULL: the verifier drops this branch and the block it leads to, but
+    # the block's map references keep the chain's own maps among the program's maps
+    # whatever the configuration (recover.py identifies our chain by them)
+    prog: list[I.Insn | I.Place] = [I.stx(I.DW, I.FP, 1, CTX_SLOT),
+                                    I.jmp_imm(I.JEQ, 1, 0, refs)]
     done = [I.Label(f"done{n}") for n in range(len(slots))]
     bodies: dict[int, list] = {}
     linked = [Linked("called") for _ in slots]
@@ -375,7 +379,9 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
                  I.mov_imm(0, abi.XDP_ABORTED), I.exit_()]
     else:
         prog += [I.mov_imm(0, abi.XDP_PASS), I.exit_()]
-    prog += [I.Place(leave), I.exit_()]
+    prog += [I.Place(leave), I.exit_(), I.Place(refs)]
+    prog += [I.ld_map(1, obj.sym_index[name], R_BPF_64_64) for name in abi.ROOT_MAPS]
+    prog += [I.mov_imm(0, abi.XDP_ABORTED), I.exit_()]
     return prog, linked
 
 
