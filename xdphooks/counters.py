@@ -62,8 +62,17 @@ def read_events(events: int | str, limit: int = 1000) -> list[dict]:
 
 
 def _iter_events(events: int | str, limit: int) -> Iterator[dict]:
+    for rec in iter_ring(events, limit, _EVENT.size):
+        ts, slot, ret, ifindex, flags = _EVENT.unpack_from(rec, 0)
+        yield {"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex, "flags": flags}
+
+
+def iter_ring(ring: int | str, limit: int, min_len: int = 0) -> Iterator[bytes]:
+    """Consume up to ``limit`` records of at least ``min_len`` bytes from a BPF
+    ring buffer (fd or pinned path), as raw bytes; shared by the chain's event
+    ring and the live tracer's (xdphooks/livetrace.py)."""
     from .kernel import libbpf
-    fd, close = _open(events)
+    fd, close = _open(ring)
     try:
         size = libbpf.map_info(fd).max_entries
         page = mmap.PAGESIZE
@@ -93,12 +102,10 @@ def _iter_events(events: int | str, limit: int) -> Iterator[dict]:
                 start = page + ((cpos + _RB_HDR) & mask)
                 rec = prod[start: start + length]  # data pages are mapped twice: no wrap
                 cpos += (length + _RB_HDR + 7) // 8 * 8
-                if not hdr_len & _RB_DISCARD and length >= _EVENT.size:
-                    ts, slot, ret, ifindex, flags = _EVENT.unpack_from(rec, 0)
-                    n += 1
-                    yield {"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex,
-                           "flags": flags}
                 struct.pack_into("<Q", cons, 0, cpos)
+                if not hdr_len & _RB_DISCARD and length >= min_len:
+                    n += 1
+                    yield rec
         finally:
             prod.close()
             cons.close()
