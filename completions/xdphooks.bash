@@ -50,7 +50,7 @@ _xdphooks()
         prev=${COMP_WORDS[COMP_CWORD-2]}
     fi
 
-    local commands="reconcile plan status teardown doctor trace watch events history"
+    local commands="reconcile plan status teardown doctor trace watch events history metrics"
     local global_opts="--root --bpffs --disable -h --help"
 
     # The command is the first word that is neither an option nor its value.
@@ -76,7 +76,9 @@ _xdphooks()
             return ;;
         --interface)
             _xdphooks_complete_ifaces "$cur"; return ;;
-        --watch|--seconds|--udp|--tcp|-n|--lines)
+        --textfile)
+            COMPREPLY=($(compgen -d -- "$cur")); return ;;
+        --watch|--seconds|--udp|--tcp|-n|--lines|--profile|--count|--listen)
             return ;;  # a number or a packet description: nothing to offer
     esac
 
@@ -93,13 +95,14 @@ _xdphooks()
     case $cmd in
         reconcile) opts="--trigger --takeover --interface -q --quiet" ;;
         plan)      opts="--json" ;;
-        status)    opts="--json --watch --brief" ;;
+        status)    opts="--json --watch --brief --profile" ;;
         teardown)  opts="--all" ;;
         doctor)    opts="" ;;
-        trace)     opts="--udp --tcp --file" ;;
+        trace)     opts="--udp --tcp --file --live --count --seconds" ;;
         watch)     opts="--seconds" ;;
         events)    opts="" ;;
         history)   opts="-n --lines --json" ;;
+        metrics)   opts="--textfile --listen --allow-remote --openmetrics --seconds" ;;
         *)         return ;;
     esac
 

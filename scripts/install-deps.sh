@@ -30,12 +30,32 @@ if ((${#missing[@]})); then
   apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Servers the tests run themselves (a private config, loopback only): installed
+# without letting the package start its own daemon (policy-rc.d: 101 = not now).
+SERVICE_PACKAGES=(
+  prometheus  # tests/test_metrics.py scrapes `xdphooks metrics --listen` with it
+)
+for p in "${SERVICE_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
+  echo ">> apt-get install $p (not started)"
+  export DEBIAN_FRONTEND=noninteractive
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "$p" >/dev/null \
+    || { apt-get update -qq && apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+         --no-install-recommends "$p" >/dev/null; }
+  [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+done
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo ">> creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import xdphooks, pytest, hypothesis, elftools, virtme_ng" 2>/dev/null; then
+if ! .venv/bin/python -c "import xdphooks, pytest, hypothesis, elftools, prometheus_client, virtme_ng" 2>/dev/null; then
   echo ">> pip install"
   PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/pip install -q -e '.[test]' virtme-ng
 fi

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--watch", nargs="?", const=2.0, type=float, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) with packet rates")
     s.add_argument("--brief", action="store_true", help="one line per interface")
+    s.add_argument("--profile", nargs="?", const=2.0, type=float, metavar="SECONDS",
+                   help="ns per packet per program on live traffic, sampled for SECONDS "
+                   "(default 2; root; tracers are attached only meanwhile)")
 
     t = sub.add_parser("teardown", help="detach chains and remove pins")
     g = t.add_mutually_exclusive_group(required=True)
@@ -54,10 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("trace", help="run one packet through an interface's chain, "
                         "program by program")
     tr.add_argument("interface")
+    tr.add_argument("program", nargs="?", help="with --live: the component to watch")
     src = tr.add_mutually_exclusive_group(required=True)
     src.add_argument("--udp", metavar="SRC:PORT->DST:PORT")
     src.add_argument("--tcp", metavar="SRC:PORT->DST:PORT")
     src.add_argument("--file", metavar="FILE", help="raw Ethernet frame")
+    src.add_argument("--live", action="store_true",
+                     help="show each real packet's verdict from PROGRAM while the chain runs")
+    tr.add_argument("--count", type=int, default=100, metavar="N",
+                    help="with --live: stop after N packets (default 100)")
+    tr.add_argument("--seconds", type=float, default=30.0, metavar="S",
+                    help="with --live: stop after S seconds (default 30)")
 
     w = sub.add_parser("watch", help="attach chains to interfaces as they appear "
                        "(netlink, all namespaces)")
@@ -65,6 +75,20 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("events", help="'log' events recorded by the chains")
     ev.add_argument("interface", nargs="?")
+
+    m = sub.add_parser("metrics", help="chains, programs and reconcile results as "
+                       "Prometheus/OpenMetrics text")
+    out = m.add_mutually_exclusive_group()
+    out.add_argument("--textfile", metavar="DIR", help="write DIR/xdphooks.prom atomically "
+                     "(node_exporter's textfile collector)")
+    out.add_argument("--listen", metavar="ADDR:PORT",
+                     help="serve /metrics over HTTP (loopback addresses only by default)")
+    m.add_argument("--allow-remote", action="store_true",
+                   help="with --listen: allow a non-loopback address (no auth, no TLS)")
+    m.add_argument("--openmetrics", action="store_true",
+                   help="OpenMetrics 1.0 instead of the Prometheus 0.0.4 text format")
+    m.add_argument("--seconds", type=float, metavar="S",
+                   help="with --listen: stop after S seconds (default: forever)")
 
     h = sub.add_parser("history", help="the chain changes xdphooks made: what, where, why, "
                        "and which package transaction")
@@ -244,6 +268,13 @@ def cmd_doctor(args, paths) -> int:
 
 
 def cmd_trace(args, paths) -> int:
+    if args.program and not args.live:
+        raise XdphooksError(f"a program name ({args.program}) goes with --live only",
+                            fix="xdphooks trace --live IFACE PROGRAM, or trace IFACE --udp ...")
+    if args.live:
+        from . import livetrace
+
+        return livetrace.main(args, paths)
     from . import trace
 
     return trace.main(args, paths)
@@ -271,6 +302,12 @@ def cmd_history(args, paths) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(args, paths) -> int:
+    from . import metrics
+
+    return metrics.main(args, paths)
+
+
 def cmd_watch(args, paths) -> int:
     from . import watch
 
@@ -280,7 +317,7 @@ def cmd_watch(args, paths) -> int:
 COMMANDS = {
     "reconcile": cmd_reconcile, "plan": cmd_plan, "status": cmd_status,
     "teardown": cmd_teardown, "doctor": cmd_doctor, "trace": cmd_trace, "events": cmd_events,
-    "watch": cmd_watch, "history": cmd_history,
+    "watch": cmd_watch, "history": cmd_history, "metrics": cmd_metrics,
 }
 
 if __name__ == "__main__":  # pragma: no cover

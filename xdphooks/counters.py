@@ -12,7 +12,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from .model import ACTIONS, POLICY_KEYS
 
@@ -59,26 +59,36 @@ def read_events(events: int | str, limit: int = 1000) -> list[dict]:
     Consumed events are gone (libbpf's ``ring_buffer__consume`` advances the
     consumer position). Returns dicts with ts_ns, slot, retval, ifindex, flags.
     """
+    out = []
+    for rec in iter_ring(events, limit, _EVENT.size):
+        ts, slot, ret, ifindex, flags = _EVENT.unpack_from(rec, 0)
+        out.append({"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex,
+                    "flags": flags})
+    return out
+
+
+def iter_ring(ring: int | str, limit: int, min_len: int = 0) -> Iterator[bytes]:
+    """Consume up to ``limit`` records of at least ``min_len`` bytes from a BPF ring
+    buffer (fd or pinned path) with libbpf's ring_buffer API, as raw bytes; shared by
+    the chain's event ring and the live tracer's (xdphooks/livetrace.py)."""
     from .kernel import libbpf
-    out: list[dict] = []
+    out: list[bytes] = []
     if limit <= 0:
-        return out
+        return iter(out)
 
     def take(rec: bytes) -> bool:
-        if len(rec) >= _EVENT.size:
-            ts, slot, ret, ifindex, flags = _EVENT.unpack_from(rec, 0)
-            out.append({"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex,
-                        "flags": flags})
+        if len(rec) >= min_len:
+            out.append(bytes(rec))
         return len(out) < limit
 
-    fd, close = _open(events)
+    fd, close = _open(ring)
     try:
         with libbpf.RingBuffer(fd, take) as rb:
             rb.consume()
     finally:
         if close:
             os.close(fd)
-    return out
+    return iter(out)
 
 
 def drain_events(paths: "Paths", rec, limit: int = 100000) -> int:

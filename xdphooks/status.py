@@ -31,6 +31,14 @@ def _attached(netns_name: str, ifname: str) -> int | None:
     return attached_id(InterfaceRef(netns_name, ifname))
 
 
+def link_kind(rec, p) -> str:
+    """How a program sits in its chain: "spliced" or "called" (static; the root
+    generator records it per entry), "freplace" (an EXT program)."""
+    if rec.mode == "freplace":
+        return "freplace"
+    return getattr(p, "link", None) or "called"
+
+
 def _counters(pin_dir: str, n: int) -> list[dict] | None:
     path = Path(pin_dir) / "counters"
     if not path.exists():
@@ -66,6 +74,7 @@ def collect(paths: Paths) -> dict:
             progs.append({
                 "name": p.name, "plugin": p.plugin, "priority": p.priority,
                 "policy": p.policy, "prog_id": p.prog_id, "slot": p.slot,
+                "link": link_kind(rec, p),
                 "object": p.object, "program": p.program, "digest": p.digest,
                 "link": p.link or None, "link_reason": p.link_reason or None,
                 "packets": c["packets"] if c else None,
@@ -174,6 +183,12 @@ def render_brief(data: dict) -> str:
 
 
 def main(args, paths: Paths) -> int:
+    if getattr(args, "profile", None) is not None:
+        from . import profile
+
+        data = profile.profile(paths, args.profile)
+        print(json.dumps(data, indent=2) if args.json else profile.render(data))
+        return 0
     if args.json:
         print(json.dumps(collect(paths), indent=2))
         return 0

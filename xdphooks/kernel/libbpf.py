@@ -99,6 +99,8 @@ _sig("bpf_program__set_attach_target", c_int, c_void_p, c_int, c_char_p)
 _sig("bpf_program__set_autoload", c_int, c_void_p, ctypes.c_bool)
 _sig("bpf_program__fd", c_int, c_void_p)
 _sig("bpf_program__attach_freplace", c_void_p, c_void_p, c_int, c_char_p)
+_sig("bpf_program__attach_trace", c_void_p, c_void_p)
+_sig("bpf_enable_stats", c_int, c_int)
 _sig("bpf_link__fd", c_int, c_void_p)
 _sig("bpf_link__pin", c_int, c_void_p, c_char_p)
 _sig("bpf_link__destroy", c_int, c_void_p)
@@ -220,6 +222,13 @@ class Program:
         link = _lib.bpf_program__attach_freplace(self.ptr, target_fd, func.encode())
         if not link:
             raise _fail(f"attach_freplace({self.name} -> {func})", op=errnos.LINK)
+        return Link(link)
+
+    def attach_trace(self) -> "Link":
+        """fentry/fexit: attach to the target set with set_attach_target() before load."""
+        link = _lib.bpf_program__attach_trace(self.ptr)
+        if not link:
+            raise _fail(f"attach {self.name}")
         return Link(link)
 
 
@@ -514,6 +523,18 @@ def link_ids() -> list[int]:
     return _ids(_lib.bpf_link_get_next_id)
 
 
+BPF_STATS_RUN_TIME = 0
+
+
+def enable_stats() -> int:
+    """BPF_ENABLE_STATS: run_time_ns/run_cnt are counted while the returned fd is
+    open (no sysctl to restore, nothing left on if we die)."""
+    fd = _lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
+    if fd < 0:
+        raise _fail("enable BPF run-time statistics", -fd if fd != -1 else None)
+    return fd
+
+
 def num_possible_cpus() -> int:
     return _lib.libbpf_num_possible_cpus()
 
@@ -559,6 +580,35 @@ def prog_btf_func_id(prog_fd: int, func: str) -> int:
             raise KernelError(f"no function {func!r} in the BTF of program id {info.id}",
                               errno=_errno.ENOENT)
         return tid
+    finally:
+        _lib.btf__free(btf)
+
+
+_sig("btf__type_by_id", c_void_p, c_void_p, c_uint32)
+_sig("btf__name_by_offset", c_char_p, c_void_p, c_uint32)
+
+
+def prog_main_func(prog_fd: int) -> str:
+    """Name of a loaded program's entry function, from its BTF (func_info[0]); the
+    kernel's program name is cut at 15 characters."""
+    info, _ = prog_info(prog_fd)
+    if not info.btf_id or not info.nr_func_info:
+        raise KernelError(f"program id {info.id} has no BTF", errno=_errno.EINVAL)
+    recs = (c_uint32 * (2 * info.nr_func_info))()  # bpf_func_info {insn_off, type_id}
+    info2 = BpfProgInfo()
+    info2.nr_func_info, info2.func_info_rec_size = info.nr_func_info, 8
+    info2.func_info = ctypes.addressof(recs)
+    size = c_uint32(ctypes.sizeof(info2))
+    _check(_lib.bpf_obj_get_info_by_fd(prog_fd, ctypes.byref(info2), ctypes.byref(size)),
+           "prog func info")
+    btf = _lib.btf__load_from_kernel_by_id(info.btf_id)
+    if not btf:
+        raise _fail(f"load BTF id {info.btf_id}")
+    try:
+        t = _lib.btf__type_by_id(btf, recs[1])
+        if not t:
+            raise KernelError(f"program id {info.id}: bad BTF func id", errno=_errno.EINVAL)
+        return _lib.btf__name_by_offset(btf, ctypes.c_uint32.from_address(t).value).decode()
     finally:
         _lib.btf__free(btf)
 

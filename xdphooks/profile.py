@@ -1,0 +1,127 @@
+"""``xdphooks status --profile [SECONDS]``: nanoseconds per packet per program on
+live traffic.
+
+Method (the same in both modes): an fentry/fexit pair (bpf/slot_profile.bpf.c)
+on each component's function — ``xdph_slot_<N>`` of a static root whose slot
+is a call, the EXT program of a freplace chain — sums entry-to-exit time per CPU
+for SECONDS, then is detached. The whole chain's cost comes from the kernel's
+own run-time statistics of the attached root program (BPF_ENABLE_STATS, held
+only for the window). The kernel's statistics of an EXT program are read too and
+reported when it has any (kernels account run time only for programs entered
+through bpf_prog_run(), which an EXT program replacing a dispatcher slot is
+not). Spliced static slots have no function and are reported as such. Nothing
+stays attached afterwards: the chain pays nothing when not profiling.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+
+from . import fexit
+from . import state as state_mod
+from .errors import XdphooksError
+from .paths import Paths
+
+
+def _kernel_stats(prog_id: int) -> tuple[int, int]:
+    """(run_cnt, run_time_ns) the kernel accounted to a program (0, 0 if it is gone)."""
+    from .kernel import libbpf
+
+    try:
+        fd = libbpf.prog_fd_by_id(prog_id)
+    except XdphooksError:
+        return 0, 0
+    try:
+        info, _ = libbpf.prog_info(fd)
+        return info.run_cnt, info.run_time_ns
+    finally:
+        os.close(fd)
+
+
+def _per_packet(ns: int, n: int) -> float | None:
+    return round(ns / n, 1) if n else None
+
+
+def profile(paths: Paths, seconds: float, interface: str | None = None) -> dict:
+    from .kernel import libbpf
+
+    if os.geteuid() != 0:
+        raise XdphooksError("status --profile attaches tracers in the kernel and needs root",
+                            fix="run it as root")
+    st, _ = state_mod.load(paths.state_file)
+    recs = [r for k, r in sorted(st.interfaces.items())
+            if interface in (None, fexit.iface_name(r), r.name)]
+    out: dict = {"seconds": seconds, "interfaces": []}
+    probes = []  # (program dict, loaded profiler object)
+    with ExitStack() as stack:
+        stats_fd = libbpf.enable_stats()
+        stack.callback(os.close, stats_fd)
+        for rec in recs:
+            entry = {"name": fexit.iface_name(rec), "mode": rec.mode, "prog_id": rec.prog_id,
+                     "programs": []}
+            out["interfaces"].append(entry)
+            for p in rec.programs:
+                pd = {"name": p.name, "slot": p.slot, "prog_id": p.prog_id,
+                      "link": fexit.link_kind(rec, p), "calls": None, "ns_per_call": None,
+                      "kernel_calls": None, "kernel_ns_per_call": None, "note": ""}
+                entry["programs"].append(pd)
+                try:
+                    t = fexit.target(rec, p)
+                    probes.append((pd, stack.enter_context(
+                        fexit.attached(fexit.PROFILE_OBJ, fexit.PROFILE_PROGS, t))))
+                except XdphooksError as e:
+                    pd["note"] = e.line()
+        before = {pid: _kernel_stats(pid) for pid in _ids(out)}
+        time.sleep(seconds)
+        after = {pid: _kernel_stats(pid) for pid in _ids(out)}
+        for pd, obj in probes:
+            runs, ns = fexit.percpu_sum(obj.map("xdph_prof").fd, 2)
+            pd["calls"], pd["ns_per_call"] = runs, _per_packet(ns, runs)
+    for entry in out["interfaces"]:
+        n, ns = _delta(before, after, entry["prog_id"])
+        entry["packets"], entry["ns_per_packet"] = n, _per_packet(ns, n)
+        for pd in entry["programs"]:
+            if entry["mode"] == "freplace":
+                n, ns = _delta(before, after, pd["prog_id"])
+                pd["kernel_calls"], pd["kernel_ns_per_call"] = n, _per_packet(ns, n)
+    return out
+
+
+def _ids(out: dict) -> set[int]:
+    ids = set()
+    for e in out["interfaces"]:
+        ids.add(e["prog_id"])
+        if e["mode"] == "freplace":
+            ids.update(p["prog_id"] for p in e["programs"])
+    return ids
+
+
+def _delta(before: dict, after: dict, pid: int) -> tuple[int, int]:
+    (c0, t0), (c1, t1) = before.get(pid, (0, 0)), after.get(pid, (0, 0))
+    return max(c1 - c0, 0), max(t1 - t0, 0)
+
+
+def render(data: dict) -> str:
+    lines = [f"profile over {data['seconds']:g} s of live traffic (fentry/fexit per program; "
+             "chain total from the kernel's run-time statistics)",
+             f"{'INTERFACE':<22} {'PROGRAM':<16} {'SLOT':>4} {'LINK':<9} {'CALLS':>9} "
+             f"{'NS/PKT':>8}"]
+    if not data["interfaces"]:
+        lines.append("(no chains attached)")
+    for i in data["interfaces"]:
+        tot = f"{i['ns_per_packet']:8.1f}" if i["ns_per_packet"] is not None else f"{'-':>8}"
+        lines.append(f"{i['name']:<22} {'<chain>':<16} {'':>4} {i['mode']:<9} "
+                     f"{i['packets']:>9} {tot}")
+        for p in i["programs"]:
+            ns = f"{p['ns_per_call']:8.1f}" if p["ns_per_call"] is not None else f"{'-':>8}"
+            calls = p["calls"] if p["calls"] is not None else "-"
+            extra = ""
+            if p["kernel_calls"]:
+                extra = f"  (kernel stats: {p['kernel_ns_per_call']:.1f} ns)"
+            if p["note"]:
+                extra = f"  {p['note']}"
+            lines.append(f"{'':<22} {p['name']:<16} {p['slot']:>4} {p['link']:<9} "
+                         f"{calls:>9} {ns}{extra}")
+    return "\n".join(lines)
