@@ -87,6 +87,9 @@ for src in sorted(Path("tests/bpf").glob("*.bpf.c")):
         print(f"run-in-vm: could not prebuild {src}: {e}", file=sys.stderr)
 EOF
 ) || die "prebuilding test objects failed"
+# ... and the third-party corpus (tests/test_corpus.py): clang under emulation is slow.
+( cd "$REPO" && "$PYTHON" -c 'import sys; sys.path[:0] = ["tests", "."]; import corpus_support as c; c.prebuild()' >&2 ) \
+    || echo "run-in-vm: could not prebuild the corpus; its tests will say why" >&2
 
 OUT=$(mktemp -d /tmp/xdphooks-vm.XXXXXX) || die "mktemp failed"
 trap 'rm -rf "$OUT"' EXIT
