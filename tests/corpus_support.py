@@ -217,7 +217,7 @@ NO_LICENCE = Expect(r"licence no licence is not GPL-compatible",
                     "the object has no license section; the static chain is one GPL program")
 
 SYNPROXY_UNLOADABLE = Expect(
-    r"xdp_synproxy_kern\.o failed: (Argument list too long|No such process)",
+    r"xdp_synproxy_kern\.o failed: (Argument list too long|No such process|.*\((E2BIG|ESRCH)\))",
     "it does not load even standalone: built with clang 14 it exceeds the verifier's "
     "1M-instruction limit (E2BIG), and it needs nf_conntrack's kfuncs (ESRCH without them)")
 
