@@ -61,7 +61,7 @@ def test_package_contents(pkgs, tmp_path):
         assert "/usr/bin/xdphooks" in files
         assert "/usr/lib/xdphooks/python/xdphooks/cli.py" in files
         assert any(f.endswith("/xdphooks.service") for f in files)
-        assert any(f.endswith("/70-xdphooks.rules") for f in files)
+        assert any(f.endswith("/90-xdphooks.rules") for f in files)
     assert "/usr/lib/rpm/macros.d/macros.xdphooks" in rpm["xdphooks-rpm-macros"]
     dnf_plugindir = pu.sh("/usr/bin/python3", "-c",
                           "import dnf.const; print(dnf.const.PLUGINPATH)").stdout.strip()

@@ -59,7 +59,7 @@ def _debs() -> dict[str, Path]:
 
 
 def _job_disk(work: Path, scenario: str, debs: dict[str, Path]) -> Path:
-    job = work / "job"
+    job = work / f"job-{scenario}"
     (job / "out").mkdir(parents=True)
     (job / "debs").mkdir()
     (job / "scenario").write_text(scenario + "\n")
@@ -69,7 +69,7 @@ def _job_disk(work: Path, scenario: str, debs: dict[str, Path]) -> Path:
     if scenario == "online":
         for p in debs.values():
             shutil.copy(p, job / "debs")
-    image = work / "job.img"
+    image = work / f"job-{scenario}.img"
     vm.make_disk(job, image, "256M", "xhjob")
     return image
 
@@ -236,19 +236,24 @@ def test_pinned_map_contents_do_not_survive_reboot(vms):
 def test_udev_hotplug_attaches_and_removal_leaves_no_pins(vms):
     on = vms["online"]
     assert _file(on, "hp-add-wait.txt").strip() != "timeout", "hotplugged veth got no chain"
-    assert _xdp_prog(on, "hp-add", "xhdyn0")
-    assert _chain(on, "hp-add", "xhdyn0") == ["firewall", "counter"]
-    assert "/sys/fs/bpf/xdphooks/if/-@xhdyn0" in _file(on, "hp-add-pins.txt")
+    assert _xdp_prog(on, "hp-add", "xhdyn-0")
+    assert _chain(on, "hp-add", "xhdyn-0") == ["firewall", "counter"]
+    assert "/sys/fs/bpf/xdphooks/if/-@xhdyn-0" in _file(on, "hp-add-pins.txt")
     assert "Result=success" in _file(on, "hp-add-unit.txt")
     assert _file(on, "hp-del-wait.txt").strip() != "timeout", \
         "pins left after the interface went:\n" + _file(on, "hp-del-pins.txt")
-    assert "@xhdyn0" not in _file(on, "hp-del-pins.txt")
+    assert "@xhdyn-0" not in _file(on, "hp-del-pins.txt")
     # The peer matches no pattern: left alone.
     assert "@xhdyp0" not in _file(on, "hp-add-pins.txt")
+    # udev renamed veth0 to xhdyn-ren (a .link file): the chain follows the new name.
+    names = [ln["ifname"] for ln in _json(on, "hp-ren-links.json")]
+    assert "xhdyn-ren" in names, f"udev did not rename veth0: {names}"
+    assert _file(on, "hp-ren-wait.txt").strip() != "timeout", "renamed device got no chain"
+    assert _chain(on, "hp-ren", "xhdyn-ren") == ["firewall", "counter"]
     recs = [r for r in _journal(on, "hp-journal.json") if r.get("XDPHOOKS_ACTION")]
-    assert any(r["XDPHOOKS_ACTION"] == "attach" and r["XDPHOOKS_INTERFACE"] == "xhdyn0"
+    assert any(r["XDPHOOKS_ACTION"] == "attach" and r["XDPHOOKS_INTERFACE"] == "xhdyn-0"
                and r["XDPHOOKS_TRIGGER"] == "udev"
-               and r["_SYSTEMD_UNIT"] == "xdphooks-hotplug@xhdyn0.service" for r in recs), recs
+               and r["_SYSTEMD_UNIT"] == "xdphooks-hotplug@xhdyn-0.service" for r in recs), recs
 
 
 @pytest.mark.slow

@@ -48,12 +48,15 @@ boot_checks() {  # $1: prefix. What the boot unit did, and when.
 }
 
 wait_for() {  # $1 seconds, rest: a command that succeeds when done; prints the wait
-    n=0 limit=$(($1 * 10)); shift
+    t0=$(cut -d' ' -f1 /proc/uptime); limit=$1; shift
     while ! "$@" >/dev/null 2>&1; do
-        n=$((n + 1)); [ $n -ge $limit ] && { echo timeout; return 1; }
-        sleep 0.1
+        now=$(cut -d' ' -f1 /proc/uptime)
+        if [ "$(echo "$now $t0 $limit" | awk '{print ($1 - $2 > $3)}')" = 1 ]; then
+            echo timeout; return 1
+        fi
+        sleep 0.2
     done
-    echo "$((n / 10)).$((n % 10))"
+    echo "$(cut -d' ' -f1 /proc/uptime) $t0" | awk '{printf "%.1f\n", $1 - $2}'
 }
 has_xdp() { ip -j link show dev "$1" | grep -q '"xdp"'; }
 no_pins() { ! ls -d /sys/fs/bpf/xdphooks/if/*"$1" 2>/dev/null | grep -q .; }
@@ -73,16 +76,24 @@ libbpf.map_update(libbpf.obj_get('$BL'), bytes([192, 0, 2, 7]), bytes(8))" >"$O/
     snapshot b1
     journalctl -b 0 -t xdphooks -o json >"$O/b1-journal-all.json"
 
-    log "hotplug: add xhdyn0"
-    ip link add xhdyn0 type veth peer name xhdyp0
-    ip link set xhdyp0 up; ip link set xhdyn0 up
-    wait_for 120 has_xdp xhdyn0 >"$O/hp-add-wait.txt"
+    log "hotplug: add xhdyn-0"
+    ip link add xhdyn-0 type veth peer name xhdyp0
+    ip link set xhdyp0 up; ip link set xhdyn-0 up
+    wait_for 120 has_xdp xhdyn-0 >"$O/hp-add-wait.txt"
     snapshot hp-add
-    systemctl show xdphooks-hotplug@xhdyn0.service -p Result -p ExecMainStatus >"$O/hp-add-unit.txt"
-    log "hotplug: del xhdyn0"
-    ip link del xhdyn0
-    wait_for 120 no_pins xhdyn0 >"$O/hp-del-wait.txt"
+    systemctl show xdphooks-hotplug@xhdyn-0.service -p Result -p ExecMainStatus >"$O/hp-add-unit.txt"
+    log "hotplug: del xhdyn-0"
+    ip link del xhdyn-0
+    wait_for 120 no_pins xhdyn-0 >"$O/hp-del-wait.txt"
     snapshot hp-del
+    log "hotplug: a device udev renames (veth0 -> xhdyn-ren)"
+    mkdir -p /etc/systemd/network
+    printf '[Match]\nOriginalName=veth0\n\n[Link]\nName=xhdyn-ren\n' >/etc/systemd/network/10-xhren.link
+    udevadm control --reload
+    ip link add type veth               # the kernel names the pair veth0, veth1
+    wait_for 120 has_xdp xhdyn-ren >"$O/hp-ren-wait.txt"
+    snapshot hp-ren
+    ip link del xhdyn-ren
     journalctl -b 0 -u 'xdphooks-hotplug@*' -o json >"$O/hp-journal.json"
     journalctl -b 0 -u 'xdphooks-hotplug@*' --no-pager >"$O/hp-journal.txt"
     touch "$O/boot1.done"
