@@ -120,6 +120,7 @@ def write_spec(path: Path, progs: list[dict]) -> None:
 ])
 def test_no_gap_under_traffic(xh, veth, bpf_obj, mode, tmp_path):
     from xdphooks import coordinator
+    from xdphooks.kernel import xdp
     from xdphooks.coordinator import Options
     from xdphooks.model import InterfaceRef
     from xdphooks.paths import Paths
@@ -154,12 +155,12 @@ def test_no_gap_under_traffic(xh, veth, bpf_obj, mode, tmp_path):
                                  "send", veth.ip_a, f"{PORT_DROP},{PORT_PASS}", str(RATE),
                                  "2000000", str(stop)], stdout=subprocess.PIPE, text=True)
         time.sleep(0.3)
-        swaps, prev_id, t0 = 0, coordinator._attached_id(iface), time.monotonic()
+        swaps, prev_id, t0 = 0, xdp.attached_id(iface), time.monotonic()
         for i, (kind, progs) in enumerate(all_changes[1:]):
             write_spec(spec, progs)
             res = coordinator.reconcile(paths, Options(trigger=f"nogap-{i}-{kind}"))
             assert not res.failed, (i, kind, res.failed)
-            now_id = coordinator._attached_id(iface)
+            now_id = xdp.attached_id(iface)
             assert now_id and now_id != prev_id, f"change {i} ({kind}) did not swap the chain"
             swaps, prev_id = swaps + 1, now_id
             if swaps % 100 == 0 or IN_VM and swaps % 10 == 0:
