@@ -5,9 +5,12 @@ the end-to-end tests attach a real chain on a namespaced veth, count real
 packets into a component's map, then unmount the bpffs and mount a fresh one at
 the same place (what a container restart, or a bpffs mounted inside
 ``ip netns exec``, does). The next reconcile must converge without
-``--takeover``: same program attached, every pin back, the component's map with
-its old contents, and a later rebuild reusing that map. Static on the host;
-freplace inside the VM (the host kernel refuses EXT programs).
+``--takeover``. Static: same program attached, every pin back, the component's map
+with its old contents, and a later rebuild reusing that map. freplace: the kernel
+frees a freplace link (and so the EXT program and its maps) with its last pin, so
+the dispatcher is recognised and the chain rebuilt in one swap, with a warning
+naming what was lost. Static on the host; freplace inside the VM (the host kernel
+refuses EXT programs).
 """
 
 from __future__ import annotations
@@ -44,13 +47,19 @@ def test_recognised_by_ids_name_and_tag():
 @pytest.mark.parametrize("case,why", [
     (dict(name="xdp_prog"), "named 'xdp_prog'"),           # id reused by someone else
     (dict(tag="bb"), "tag bb"),                              # same name, other code
-    (dict(maps=(20, 21)), "map id 22"),                      # map not used by the program
-    (dict(exist=(20, 21)), "map id 22"),                     # map gone
+    (dict(maps=(20, 21), exist=(20, 21, 22)), "map id 22"),  # map not used by the program
     (dict(root_id=11), "gone"),
 ])
 def test_not_recognised(case, why):
     r = recognise(10, "xdphooks_root", "aa", PINS, facts(**case))
     assert not r.ours and why in r.why
+
+
+def test_a_freed_map_is_lost_not_disowned():
+    # a map no program used lived only in its pin: gone with it, nothing to rebuild
+    r = recognise(10, "xdphooks_root", "aa", PINS, facts(maps=(20, 21), exist=(20, 21)))
+    assert r.ours and r.lost == ("maps/fw/blocklist",) and not r.rebuild
+    assert "maps/fw/blocklist" not in r.repin
 
 
 def test_freplace_links_and_programs_checked():
@@ -63,8 +72,16 @@ def test_freplace_links_and_programs_checked():
     moved = facts(name="xdph_dispatcher", maps=(20,), exist=(20, 31), progs={30: fw},
                   links={40: (30, 99)})
     assert "link id 40" in recognise(10, "xdph_dispatcher", "aa", pins, moved).why
-    gone = facts(name="xdph_dispatcher", maps=(20,), exist=(20, 31), links={40: (30, 10)})
-    assert "prog-fw" in recognise(10, "xdph_dispatcher", "aa", pins, gone).why
+    # the kernel frees a freplace link with its last pin, and the EXT program and its
+    # maps with it: the dispatcher is still ours, the chain must be built again
+    freed = facts(name="xdph_dispatcher", maps=(20,), exist=(20,))
+    r = recognise(10, "xdph_dispatcher", "aa", pins, freed)
+    assert r.ours and r.rebuild
+    assert set(r.lost) == {f"{GEN}/prog-fw", f"{GEN}/link-fw", "maps/fw/blocklist"}
+    assert set(r.repin) == {f"{GEN}/root", f"{GEN}/counters"}
+    # a map id that exists again but that no surviving program uses is not re-pinned
+    reused = facts(name="xdph_dispatcher", maps=(20,), exist=(20, 31))
+    assert "maps/fw/blocklist" not in recognise(10, "xdph_dispatcher", "aa", pins, reused).repin
 
 
 # --- end to end -----------------------------------------------------------------------
@@ -120,16 +137,30 @@ def lost_pins_scenario(xh, veth, bpf_obj, mode: str) -> None:
 
     remount(xh)
     proc = xh.run("reconcile")  # no --takeover
-    assert "nothing to do" in proc.stdout, proc.stdout + proc.stderr
     (warning,) = [ln for ln in proc.stderr.splitlines() if "were lost" in ln]
     assert veth.iface in warning and " fix: " in warning
-    assert attached_id(veth) == pid
-    # everything is pinned again, the component's map with its contents
-    for rel in rec["pins"]:
-        assert (xh.bpffs / "xdphooks" / rel).exists(), rel
-    assert count(xh) >= before  # its contents survived (stray IPv6 packets may add some)
+    if mode == "static":
+        # one linked program holds every map: all of it survives, nothing is rebuilt
+        assert "nothing to do" in proc.stdout, proc.stdout + proc.stderr
+        assert attached_id(veth) == pid
+        for rel in rec["pins"]:
+            assert (xh.bpffs / "xdphooks" / rel).exists(), rel
+        assert count(xh) >= before  # its contents survived (stray IPv6 packets may add some)
+        before_ping = count(xh)
+    else:
+        # the kernel released the freplace link with its pin, and the EXT program and
+        # its map with it: the dispatcher (ours by id, name and tag) is rebuilt in one
+        # swap, no --takeover, and the warning says what was lost
+        assert "rebuilt the chain" in warning and "counter" in warning, warning
+        assert "replace" in proc.stdout, proc.stdout
+        assert attached_id(veth) not in (0, pid)
+        state = json.loads((xh.root / "var/lib/xdphooks/state.json").read_text())
+        (rec,) = state["interfaces"].values()
+        for rel in rec["pins"]:
+            assert (xh.bpffs / "xdphooks" / rel).exists(), rel
+        before_ping = count(xh)  # a fresh map (pre-flight packets do not count)
     ping(veth)
-    assert count(xh) >= before + 3
+    assert count(xh) >= before_ping + 3
     again = xh.run("reconcile")
     assert "nothing to do" in again.stdout and "were lost" not in again.stderr
 

@@ -73,8 +73,11 @@ class Observed:
             # what is wanted, reconcile records it again (_adopt_running) without
             # touching it; otherwise it is replaced as usual.
             return planner.Running((), (), fp)
+        # components freed with their pins (recover.py) run no more: rebuild
+        damaged = ("components freed with their lost pins"
+                   if self.recovered and self.recovered.rebuild else "")
         return planner.Running(tuple(p.name for p in rec.programs),
-                               tuple(p.plugin for p in rec.programs), fp)
+                               tuple(p.plugin for p in rec.programs), fp, damaged)
 
 
 @dataclass
@@ -209,6 +212,10 @@ def gather(paths: Paths, opts: Options) -> Session:
     desired, p2 = planner.desired_chains(placed, avail, known_ns, choice.mode)
     observed = observe(paths, state)
     running = {i: r for i, o in observed.items() if (r := o.running()) is not None}
+    # a recorded chain that the kernel's ids no longer match: say which id disagrees
+    warnings += [f"{i}: program id {o.attached_id} is not the chain recorded in "
+                 f"{paths.state_file}: {o.recovered.why}"
+                 for i, o in observed.items() if o.recovered and not o.recovered.ours]
     assessed = planner.assess(planner.Situation(
         desired, running, problems + p2, frozenset(broken), choice,
         auto=cfg.mode == backends.AUTO, xdp_mode=cfg.xdp_mode,
@@ -279,9 +286,15 @@ def _repin_recovered(sess: Session) -> list[str]:
         except XdphooksError as e:
             said.append(f"{iface}: re-pinning its running chain failed: {e.line()}")
             continue
+        lost = sorted({rel.rsplit("/", 1)[-1].split("-", 1)[-1] if rel.startswith("if/")
+                       else rel.split("/")[1] for rel in obs.recovered.lost})
+        what = (f"re-pinned what the kernel still held and rebuilt the chain: the kernel "
+                f"had released {', '.join(lost)} with their pins (a freplace link lives "
+                "only as long as its pin), so their maps start empty"
+                if obs.recovered.rebuild else "re-pinned it and its maps from the kernel")
         said.append(f"{iface}: the pins of its running chain (program id {obs.attached_id}) "
                     f"were lost (bpffs mounted afresh?); recognised it by the ids in "
-                    f"{sess.paths.state_file} and re-pinned it and its maps from the kernel "
+                    f"{sess.paths.state_file} and {what} "
                     "— fix: none needed; keep the bpffs mounted in the host's mount namespace "
                     "(admin guide, 'bpffs')")
     return said

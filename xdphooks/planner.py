@@ -59,6 +59,7 @@ class Running:
     names: tuple[str, ...]
     plugins: tuple[str, ...]
     fingerprint: str | None  # None: unknown (state lost or stale) → rebuild
+    damaged: str = ""  # why it must be rebuilt even if nothing changed (components lost)
 
 
 def resolve(
@@ -233,7 +234,7 @@ def diff(
             changes.append(Change(iface, "detach", None, names, "no program wants it"))
         elif have is None:
             changes.append(Change(iface, "attach", want, (), "new chain"))
-        elif have.fingerprint == want.fingerprint():
+        elif have.fingerprint == want.fingerprint() and not have.damaged:
             changes.append(Change(iface, "keep", want, names, "up to date"))
         else:
             changes.append(Change(iface, "replace", want, names,
@@ -242,6 +243,8 @@ def diff(
 
 
 def _why(have: Running, want: Chain) -> str:
+    if have.damaged:
+        return f"running chain damaged ({have.damaged}); rebuilding"
     if have.fingerprint is None:
         return "running chain unknown to state; rebuilding"
     if have.names != want.names:
@@ -363,7 +366,7 @@ def assess(facts: Situation, hooks: PlanHooks) -> Assessment:
     # Plugins vet only the chains that are about to change.
     for iface, chain in desired.items():
         have = running.get(iface)
-        if have is None or have.fingerprint != chain.fingerprint():
+        if have is None or have.fingerprint != chain.fingerprint() or have.damaged:
             problems += [Problem(p.severity, p.plugin, f"{iface}: {p.message}", p.fix, iface)
                          for p in hooks.validate(iface, chain)]
     # A plugin that failed to load or declare is an error (its programs cannot run);

@@ -66,6 +66,15 @@ class Recognition:
     why: str = ""  # when not ours: what disagrees
     repin: dict[str, tuple[str, int]] = field(default_factory=dict)  # rel path -> (kind, id)
     gen_rel: str = ""  # the generation directory, relative to the pin root
+    #: recorded objects the kernel freed with their last pin (rel paths): a freplace
+    #: link lives only as long as its pin, and with it goes the EXT program and its maps
+    lost: tuple[str, ...] = ()
+
+    @property
+    def rebuild(self) -> bool:
+        """A component program or link is gone: the chain runs without it, so it must
+        be built again (the maps that went with it cannot be brought back)."""
+        return any(pin_kind(rel) in (PROG, LINK) for rel in self.lost)
 
 
 def recognise(attached: int, root_name: str, root_tag: str, pins: dict[str, int],
@@ -86,27 +95,41 @@ def recognise(attached: int, root_name: str, root_tag: str, pins: dict[str, int]
     roots = [r for r in pins if r.startswith("if/") and r.endswith("/root")]
     if len(roots) != 1 or pins[roots[0]] != attached:
         return Recognition(False, "the state record names no root pin for this program")
+    # The root is ours (id, name, tag, root pin). What the kernel freed with its pin
+    # is lost, not a reason to disown the chain; what exists must still be the chain's.
     owned = set(root.map_ids)
     repin: dict[str, tuple[str, int]] = {}
+    lost: list[str] = []
     for rel, oid in sorted(pins.items()):
         kind = pin_kind(rel)
         if kind == PROG and rel not in roots:
             p = facts.progs.get(oid)
             if p is None:
-                return Recognition(False, f"its program {rel.rsplit('/', 1)[-1]} (id {oid}) "
-                                          "is gone")
+                lost.append(rel)
+                continue
             owned |= p.map_ids
         repin[rel] = (kind, oid)
-    for rel, (kind, oid) in repin.items():
+    for rel, (kind, oid) in list(repin.items()):
         if kind == LINK:
             prog_rel = rel.rsplit("/", 1)[0] + "/prog-" + rel.rsplit("/link-", 1)[1]
             link = facts.links.get(oid)
-            if link is None or link != (pins.get(prog_rel), attached):
+            if link is None:
+                lost.append(rel)
+                del repin[rel]
+            elif link != (pins.get(prog_rel), attached):
                 return Recognition(False, f"link id {oid} no longer joins "
                                           f"{prog_rel.rsplit('/', 1)[-1]} to program {attached}")
-        elif kind == MAP and (oid not in facts.maps or oid not in owned):
+        elif kind == MAP and oid not in facts.maps:
+            lost.append(rel)  # unused by any program: it lived only in its pin
+            del repin[rel]
+        elif kind == MAP and oid not in owned:
+            if lost:  # its program is gone: the id cannot be vouched for, so not re-pinned
+                lost.append(rel)
+                del repin[rel]
+                continue
             return Recognition(False, f"map id {oid} ({rel}) is not one the chain uses")
-    return Recognition(True, repin=repin, gen_rel=roots[0].rsplit("/", 1)[0])
+    return Recognition(True, repin=repin, gen_rel=roots[0].rsplit("/", 1)[0],
+                       lost=tuple(sorted(lost)))
 
 
 # --- the kernel edge ---------------------------------------------------------------------
