@@ -27,11 +27,11 @@ MISSING = "__xdphooks_no_clang__"
 
 
 def _make(*args: str, clang: str) -> subprocess.CompletedProcess:
-    # CLANG for bpf/Makefile, BPF_CLANG for bpf/dispatcher.mk; no host CFLAGS (as
-    # deb/debian/rules and the rpm spec: they are not for clang -target bpf)
+    # no host CFLAGS for bpf/Makefile (as deb/debian/rules and the rpm spec: they
+    # are not for clang -target bpf)
     env = {k: v for k, v in os.environ.items() if k not in ("CFLAGS", "CPPFLAGS", "LDFLAGS")}
-    return subprocess.run(["make", "-C", str(BPF_DIR), f"CLANG={clang}", f"BPF_CLANG={clang}",
-                           *args], text=True, capture_output=True, env=env)
+    return subprocess.run(["make", "-C", str(BPF_DIR), f"CLANG={clang}", *args], text=True,
+                          capture_output=True, env=env)
 
 
 def objects_up_to_date() -> bool:

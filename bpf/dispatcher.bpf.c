@@ -20,8 +20,11 @@
 #ifndef XDPHOOKS_DISPATCHER_SLOTS
 #define XDPHOOKS_DISPATCHER_SLOTS 8
 #endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 64 || XDPHOOKS_DISPATCHER_SLOTS < 1
-#error "XDPHOOKS_DISPATCHER_SLOTS must be 1..64"
+#if XDPHOOKS_DISPATCHER_SLOTS != 1 && XDPHOOKS_DISPATCHER_SLOTS != 2 &&         \
+	XDPHOOKS_DISPATCHER_SLOTS != 4 && XDPHOOKS_DISPATCHER_SLOTS != 8 &&     \
+	XDPHOOKS_DISPATCHER_SLOTS != 16 && XDPHOOKS_DISPATCHER_SLOTS != 32 &&   \
+	XDPHOOKS_DISPATCHER_SLOTS != 64
+#error "XDPHOOKS_DISPATCHER_SLOTS must be a power of two, 1..64"
 #endif
 
 /* Marker so tools can tell an xdphooks dispatcher and its capacity. */
@@ -125,6 +128,26 @@ static __always_inline int xdph_after(struct xdp_md *ctx, __u32 slot, int ret,
 	return 0;
 }
 
+/* The slot list, written once: the stubs and the calls are both generated from
+ * it (libxdp's dispatcher does the same with one loop). */
+#define XDPH_SLOTS_1(X) X(0)
+#define XDPH_SLOTS_2(X) XDPH_SLOTS_1(X) X(1)
+#define XDPH_SLOTS_4(X) XDPH_SLOTS_2(X) X(2) X(3)
+#define XDPH_SLOTS_8(X) XDPH_SLOTS_4(X) X(4) X(5) X(6) X(7)
+#define XDPH_SLOTS_16(X)                                                     \
+	XDPH_SLOTS_8(X) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define XDPH_SLOTS_32(X)                                                     \
+	XDPH_SLOTS_16(X) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23)     \
+	X(24) X(25) X(26) X(27) X(28) X(29) X(30) X(31)
+#define XDPH_SLOTS_64(X)                                                     \
+	XDPH_SLOTS_32(X) X(32) X(33) X(34) X(35) X(36) X(37) X(38) X(39)     \
+	X(40) X(41) X(42) X(43) X(44) X(45) X(46) X(47) X(48) X(49) X(50)    \
+	X(51) X(52) X(53) X(54) X(55) X(56) X(57) X(58) X(59) X(60) X(61)    \
+	X(62) X(63)
+#define XDPH_SLOTS__(n, X) XDPH_SLOTS_##n(X)
+#define XDPH_SLOTS_(n, X) XDPH_SLOTS__(n, X)
+#define XDPH_FOR_EACH_SLOT(X) XDPH_SLOTS_(XDPHOOKS_DISPATCHER_SLOTS, X)
+
 #define XDPH_CALL(n)                                                         \
 	if (xdph_config.nr_slots <= n)                                       \
 		return XDP_PASS;                                             \
@@ -132,73 +155,14 @@ static __always_inline int xdph_after(struct xdp_md *ctx, __u32 slot, int ret,
 	if (xdph_after(ctx, n, ret, &out))                                   \
 		return out;
 
-/* Slot stubs 0..63; only those below the slot count are defined. */
-XDPH_SLOT(0)
-#if XDPHOOKS_DISPATCHER_SLOTS > 1
-XDPH_SLOT(1)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 2
-XDPH_SLOT(2) XDPH_SLOT(3)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 4
-XDPH_SLOT(4) XDPH_SLOT(5) XDPH_SLOT(6) XDPH_SLOT(7)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 8
-XDPH_SLOT(8) XDPH_SLOT(9) XDPH_SLOT(10) XDPH_SLOT(11)
-XDPH_SLOT(12) XDPH_SLOT(13) XDPH_SLOT(14) XDPH_SLOT(15)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 16
-XDPH_SLOT(16) XDPH_SLOT(17) XDPH_SLOT(18) XDPH_SLOT(19)
-XDPH_SLOT(20) XDPH_SLOT(21) XDPH_SLOT(22) XDPH_SLOT(23)
-XDPH_SLOT(24) XDPH_SLOT(25) XDPH_SLOT(26) XDPH_SLOT(27)
-XDPH_SLOT(28) XDPH_SLOT(29) XDPH_SLOT(30) XDPH_SLOT(31)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 32
-XDPH_SLOT(32) XDPH_SLOT(33) XDPH_SLOT(34) XDPH_SLOT(35)
-XDPH_SLOT(36) XDPH_SLOT(37) XDPH_SLOT(38) XDPH_SLOT(39)
-XDPH_SLOT(40) XDPH_SLOT(41) XDPH_SLOT(42) XDPH_SLOT(43)
-XDPH_SLOT(44) XDPH_SLOT(45) XDPH_SLOT(46) XDPH_SLOT(47)
-XDPH_SLOT(48) XDPH_SLOT(49) XDPH_SLOT(50) XDPH_SLOT(51)
-XDPH_SLOT(52) XDPH_SLOT(53) XDPH_SLOT(54) XDPH_SLOT(55)
-XDPH_SLOT(56) XDPH_SLOT(57) XDPH_SLOT(58) XDPH_SLOT(59)
-XDPH_SLOT(60) XDPH_SLOT(61) XDPH_SLOT(62) XDPH_SLOT(63)
-#endif
+XDPH_FOR_EACH_SLOT(XDPH_SLOT)
 
 SEC("xdp")
 int xdph_dispatcher(struct xdp_md *ctx)
 {
 	int ret, out = XDP_PASS;
 
-	XDPH_CALL(0)
-#if XDPHOOKS_DISPATCHER_SLOTS > 1
-	XDPH_CALL(1)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 2
-	XDPH_CALL(2) XDPH_CALL(3)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 4
-	XDPH_CALL(4) XDPH_CALL(5) XDPH_CALL(6) XDPH_CALL(7)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 8
-	XDPH_CALL(8) XDPH_CALL(9) XDPH_CALL(10) XDPH_CALL(11)
-	XDPH_CALL(12) XDPH_CALL(13) XDPH_CALL(14) XDPH_CALL(15)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 16
-	XDPH_CALL(16) XDPH_CALL(17) XDPH_CALL(18) XDPH_CALL(19)
-	XDPH_CALL(20) XDPH_CALL(21) XDPH_CALL(22) XDPH_CALL(23)
-	XDPH_CALL(24) XDPH_CALL(25) XDPH_CALL(26) XDPH_CALL(27)
-	XDPH_CALL(28) XDPH_CALL(29) XDPH_CALL(30) XDPH_CALL(31)
-#endif
-#if XDPHOOKS_DISPATCHER_SLOTS > 32
-	XDPH_CALL(32) XDPH_CALL(33) XDPH_CALL(34) XDPH_CALL(35)
-	XDPH_CALL(36) XDPH_CALL(37) XDPH_CALL(38) XDPH_CALL(39)
-	XDPH_CALL(40) XDPH_CALL(41) XDPH_CALL(42) XDPH_CALL(43)
-	XDPH_CALL(44) XDPH_CALL(45) XDPH_CALL(46) XDPH_CALL(47)
-	XDPH_CALL(48) XDPH_CALL(49) XDPH_CALL(50) XDPH_CALL(51)
-	XDPH_CALL(52) XDPH_CALL(53) XDPH_CALL(54) XDPH_CALL(55)
-	XDPH_CALL(56) XDPH_CALL(57) XDPH_CALL(58) XDPH_CALL(59)
-	XDPH_CALL(60) XDPH_CALL(61) XDPH_CALL(62) XDPH_CALL(63)
-#endif
+	XDPH_FOR_EACH_SLOT(XDPH_CALL)
 	return XDP_PASS;
 }
 

@@ -74,7 +74,7 @@ fi
 export PATH="$(dirname "$VNG"):$PATH"
 
 # Build on the host what the guest would otherwise compile slowly under emulation.
-( cd "$REPO" && make -s -f bpf/dispatcher.mk dispatcher >&2 ) || die "building the dispatcher failed"
+( make -s -C "$REPO/bpf" >&2 ) || die "building the dispatcher failed"
 ( cd "$REPO" && "$PYTHON" - >&2 <<'EOF'
 import sys
 from pathlib import Path

@@ -20,6 +20,7 @@ import re
 import struct
 from pathlib import Path
 
+from .. import abi
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import ChainEntry
@@ -27,12 +28,7 @@ from .base import BuildContext, BuiltChain, close_fd
 from .preflight import preflight
 
 MODE = "freplace"
-MAGIC = 0x58445048
-CONFIG_VERSION = 1
-MAX_SLOTS_ABI = 128  # XDPHOOKS_MAX_SLOTS: size of the policy table in the config
-NR_POLICY = 6
 DISPATCHER_PROG = "xdph_dispatcher"
-COUNTERS_MAP, EVENTS_MAP = "xdph_counters", "xdph_events"
 #: what an unreplaced stub returns; a chain that returns it was not linked
 STUB_RETVAL = 31
 _DISPATCHER_RE = re.compile(r"^dispatcher-(\d+)\.o$")
@@ -73,25 +69,22 @@ def pick_dispatcher(data_dir: Path, nr: int) -> Path:
 
 def config_blob(template: bytes, entries: list[ChainEntry] | list[list[int]],
                 counters: bool = True, events: bool = True) -> bytes:
-    """Patch the dispatcher's rodata: nr_slots, switches and the policy table.
+    """The dispatcher's rodata with its config (abi.encode_config) in place of the
+    template's: nr_slots, switches and the policy table.
 
     ``entries`` are chain entries, or directly lists of six decision codes.
     """
-    head = struct.pack("<II", MAGIC, CONFIG_VERSION)
+    head = struct.pack("<II", abi.MAGIC, abi.VERSION)
     off = template.find(head)
     while off >= 0 and off % 4:
         off = template.find(head, off + 1)
     if off < 0:
         raise ObjectError("dispatcher object has no xdphooks config (magic not found)")
-    buf = bytearray(template)
-    struct.pack_into("<III", buf, off + 8, len(entries), int(counters), int(events))
-    table = off + 20
-    if table + MAX_SLOTS_ABI * NR_POLICY > len(buf):
+    blob = abi.encode_config([e if isinstance(e, list) else list(e.policy.codes())
+                              for e in entries], counters, events)
+    if off + len(blob) > len(template):
         raise ObjectError("dispatcher config is shorter than the ABI says")
-    for i, e in enumerate(entries):
-        codes = e if isinstance(e, list) else e.policy.codes()
-        buf[table + i * NR_POLICY: table + (i + 1) * NR_POLICY] = bytes(codes)
-    return bytes(buf)
+    return template[:off] + blob + template[off + len(blob):]
 
 
 def _rodata(obj: libbpf.BpfObject) -> libbpf.Map:
@@ -112,8 +105,8 @@ def load_dispatcher(path: Path, policies: list, counters: bool = True,
         ro.set_initial_value(config_blob(ro.initial_value(), policies, counters, events))
         obj.load()
         prog = obj.program(DISPATCHER_PROG)
-        fds = (os.dup(prog.fd), os.dup(obj.map(COUNTERS_MAP).fd), os.dup(obj.map(EVENTS_MAP).fd))
-        return fds
+        return (os.dup(prog.fd), os.dup(obj.map(abi.COUNTERS_MAP).fd),
+                os.dup(obj.map(abi.EVENTS_MAP).fd))
     finally:
         obj.close()
 
@@ -260,19 +253,10 @@ def _preflight(ctx: BuildContext, built: BuiltChain, ev_fd: int, cnt_fd: int) ->
                           fix="the old chain keeps running; report this as a bug")
     # The canned packets are not traffic: forget what they did to the
     # dispatcher's own counters and events.
-    zero_counters(cnt_fd)
+    abi.zero_counters(cnt_fd)
     try:
         from ..counters import read_events
 
         read_events(ev_fd, limit=1 << 20)
     except Exception:  # noqa: BLE001 - events are best effort
         pass
-
-
-COUNTER_VALUE_SIZE = 8 * (1 + NR_POLICY)
-
-
-def zero_counters(cnt_fd: int, slots: int = MAX_SLOTS_ABI) -> None:
-    zero = bytes(COUNTER_VALUE_SIZE * libbpf.num_possible_cpus())
-    for i in range(slots):
-        libbpf.map_update(cnt_fd, struct.pack("<I", i), zero)
