@@ -836,7 +836,8 @@ def _(c):
     c.badguy(iface=b.iface)
 
     def check(c, proc):
-        assert "(ERANGE); the kernel says:" in proc.stderr and "MTU" in proc.stderr
+        assert "(ERANGE; the kernel says:" in proc.stderr and "MTU" in proc.stderr
+        assert "not built for it" in proc.stderr and "xdp.frags" in proc.stderr
     return Expect(b.iface, check=check)
 
 

@@ -29,6 +29,17 @@ POLICY_KEYS: tuple[str, ...] = ("aborted", "drop", "pass", "tx", "redirect", "un
 POL_UNKNOWN = 5
 NR_POLICY = len(POLICY_KEYS)
 
+#: BPF_PROG_LOAD flag: the program handles multi-buffer packets (jumbo MTU)
+BPF_F_XDP_HAS_FRAGS = 1 << 5
+
+
+def is_frags_section(section: str) -> bool:
+    """libbpf's rule: an XDP program in SEC("xdp.frags") (or "xdp.frags/...") declares
+    that it handles multi-buffer packets; a chain is loaded with BPF_F_XDP_HAS_FRAGS
+    only when every program in it does."""
+    return section == "xdp.frags" or section.startswith("xdp.frags/")
+
+
 # names in the BPF objects
 ROOT_PROG = "xdphooks_root"
 CONFIG_SYMBOL = "xdph_config"

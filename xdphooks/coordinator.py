@@ -14,6 +14,7 @@ converges (the pins say which generation the kernel runs):
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from . import backends, config as config_mod
 from . import planner, state as state_mod
-from .errors import PermissionRefused, XdphooksError
+from .errors import KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
 from .inspect import inspect, object_path
@@ -387,7 +388,10 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))
         crashpoint("after-pin")
-        xdp.swap(iface, ifindex, built.prog_fd, xdp_mode)
+        try:
+            xdp.swap(iface, ifindex, built.prog_fd, xdp_mode)
+        except KernelError as e:
+            raise _single_buffer_error(iface, built, e) or e from None
         crashpoint("after-swap")
     except BaseException:
         bpffs.rmtree(gen_dir)
@@ -413,6 +417,24 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     crashpoint("after-state-write")
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
+
+
+def _single_buffer_error(iface: InterfaceRef, built, err: KernelError) -> XdphooksError | None:
+    """The MTU needs multi-buffer XDP and some program is not built for it: name it,
+    with the kernel's own reason (its extack) on the same line."""
+    if err.errno != errno.ERANGE or not built.single_buffer:
+        return None
+    name, plugin = built.single_buffer[0]
+    others = f" (and {len(built.single_buffer) - 1} more)" if len(built.single_buffer) > 1 else ""
+    said = err.message.partition("the kernel says: ")[2]
+    return XdphooksError(f"{iface}: its MTU needs multi-buffer XDP (ERANGE"
+                         f"{'; the kernel says: ' + said if said else ''}), and program "
+                         f"{name}{others} is not built for it (SEC(\"xdp\"), not "
+                         "SEC(\"xdp.frags\")); the chain that ran before keeps running",
+                         plugin=plugin,
+                         fix=f"rebuild {name} with SEC(\"xdp.frags\") if it handles "
+                             "multi-buffer packets (bpf_xdp_load_bytes), or lower the MTU "
+                             "(ip link set dev DEV mtu 1500; for a veth, both ends)")
 
 
 def _link_fields(built, i: int) -> dict[str, str]:

@@ -70,6 +70,9 @@ class BuiltChain:
     closers: list = field(default_factory=list)  # callables run by close()
     #: per entry {"link": "spliced"|"called"|"freplace", "reason": why not spliced}
     slot_links: list[dict[str, str]] = field(default_factory=list)
+    #: entries (name, plugin) not built for multi-buffer: the chain is loaded without
+    #: BPF_F_XDP_HAS_FRAGS when any is, and cannot attach where the MTU needs frags
+    single_buffer: list[tuple[str, str]] = field(default_factory=list)
 
     def close(self) -> None:
         for fn in reversed(self.closers):

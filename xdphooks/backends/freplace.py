@@ -95,12 +95,15 @@ def _rodata(obj: libbpf.BpfObject) -> libbpf.Map:
 
 
 def load_dispatcher(path: Path, policies: list, counters: bool = True,
-                    events: bool = True) -> tuple[int, int, int]:
-    """Load a dispatcher with its config; returns (prog fd, counters fd, events fd)."""
+                    events: bool = True, frags: bool = False) -> tuple[int, int, int]:
+    """Load a dispatcher with its config (multi-buffer if ``frags``); returns
+    (prog fd, counters fd, events fd)."""
     obj = libbpf.BpfObject(str(path))
     try:
         for p in obj.programs():
             p.set_autoload(p.name == DISPATCHER_PROG)
+            if p.name == DISPATCHER_PROG:
+                _set_frags(p, frags)
         ro = _rodata(obj)
         ro.set_initial_value(config_blob(ro.initial_value(), policies, counters, events))
         obj.load()
@@ -127,8 +130,32 @@ def _pick_program(obj: libbpf.BpfObject, entry: ChainEntry) -> libbpf.Program:
     return xdp[0]
 
 
+def _set_frags(prog: libbpf.Program, frags: bool) -> None:
+    """An extension carries the same multi-buffer flag as the dispatcher it replaces
+    a slot of (frags-aware code also runs where packets are single-buffer)."""
+    flags = prog.flags & ~abi.BPF_F_XDP_HAS_FRAGS
+    prog.set_flags(flags | (abi.BPF_F_XDP_HAS_FRAGS if frags else 0))
+
+
+def single_buffer(ctx: BuildContext, entries: list[ChainEntry]) -> list[tuple[str, str]]:
+    """(name, plugin) of the entries whose program is not in SEC("xdp.frags")."""
+    out = []
+    for entry in entries:
+        try:
+            obj = libbpf.BpfObject(ctx.trusted_object(entry))
+        except KernelError as e:
+            raise ObjectError(f"{entry.name}: cannot open {entry.object}: {e.message}",
+                              plugin=entry.plugin) from None
+        try:
+            if not abi.is_frags_section(_pick_program(obj, entry).section):
+                out.append((entry.name, entry.plugin))
+        finally:
+            obj.close()
+    return out
+
+
 def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int,
-                    slot: int) -> tuple[int, int, dict[str, str]]:
+                    slot: int, frags: bool = False) -> tuple[int, int, dict[str, str]]:
     """Load ``entry`` fresh as an extension of ``slot``; returns (prog fd, link fd, maps)."""
     try:
         obj = libbpf.BpfObject(ctx.trusted_object(entry))
@@ -141,6 +168,7 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int,
             p.set_autoload(p.ptr == prog.ptr)
         prog.set_type(libbpf.BPF_PROG_TYPE_EXT)
         prog.set_expected_attach_type(0)
+        _set_frags(prog, frags)
         prog.set_attach_target(disp_fd, slot_name(slot))
         maps: dict[str, str] = {}
         names = {m.name for m in obj.maps() if not m.internal}
@@ -210,9 +238,11 @@ def build(ctx: BuildContext) -> BuiltChain:
     if not entries:
         raise ObjectError("an empty chain has nothing to build")
     disp_path = pick_dispatcher(Path(ctx.data_dir), len(entries))
-    built = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={})
+    single = single_buffer(ctx, entries)
+    built = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={}, single_buffer=single)
     try:
-        disp_fd, cnt_fd, ev_fd = load_dispatcher(disp_path, entries, counters=ctx.counters)
+        disp_fd, cnt_fd, ev_fd = load_dispatcher(disp_path, entries, counters=ctx.counters,
+                                                 frags=not single)
         for fd in (disp_fd, cnt_fd, ev_fd):
             built.closers.append(close_fd(fd))
         built.prog_fd = disp_fd
@@ -230,7 +260,7 @@ def build(ctx: BuildContext) -> BuiltChain:
                     # e.g. a kernel without freplace multi-attach: load it afresh
                     reuse = False
             if not reuse:
-                prog_fd, link_fd, maps = _load_component(ctx, entry, disp_fd, i)
+                prog_fd, link_fd, maps = _load_component(ctx, entry, disp_fd, i, not single)
             built.closers.append(close_fd(prog_fd))
             built.closers.append(close_fd(link_fd))
             built.pins[f"prog-{entry.name}"] = prog_fd

@@ -200,6 +200,9 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         out = work / f"slot{i}-{entry.name}.o"
         results.append(rewrite(ctx.trusted_object(entry), str(out), i, entry.program,
                                who=entry.plugin))
+    # multi-buffer only when every program handles it (segments join by tail call,
+    # and the kernel wants the same flag on both sides of one)
+    single = [(e.name, e.plugin) for e, r in zip(entries, results) if not r.frags]
     segments = _segments(ctx, results, rootlet)
     linked = []
     for k, seg in enumerate(segments):
@@ -215,7 +218,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         for k, seg in enumerate(segments):
             nxt = k + 1 if k + 1 < len(segments) else None
             obj, seg_links = _load_segment(ctx, linked[k], work / f"root{k}.o", seg, nxt,
-                                           entries, results, shared)
+                                           entries, results, shared, frags=not single)
             objs.append(obj)
             links += seg_links
             if k == 0:
@@ -241,7 +244,8 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         built = BuiltChain(mode="static", prog_fd=prog_fd,
                            slot_prog_ids=[info.id] * len(entries), maps=_pins(ctx, entries, results),
                            pins=pins, closers=[o.close for o in objs],
-                           slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links])
+                           slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links],
+                           single_buffer=single)
         objs = []
         last_timings.clear()
         last_timings.update(timings)
@@ -267,14 +271,15 @@ def _link(ctx: BuildContext, out: Path, rootlet: Path, results, entries) -> None
 
 
 def _load_segment(ctx: BuildContext, linked: Path, root: Path, seg: list[int],
-                  next_segment: int | None, entries, results, shared: dict[str, int]):
+                  next_segment: int | None, entries, results, shared: dict[str, int],
+                  frags: bool = False):
     """Generate and load one segment's root; a spliced root the verifier refuses is
     retried with every slot called (the verifier is the judge, and each slot says why)."""
     seg_entries = [entries[i] for i in seg]
     seg_results = [results[i] for i in seg]
     links = _generate_root(ctx, linked, root, seg, next_segment)
     try:
-        return _load(ctx, root, seg_entries, seg_results, shared), links
+        return _load(ctx, root, seg_entries, seg_results, shared, frags), links
     except KernelError as e:
         if not any(ln.link == "spliced" for ln in links):
             raise _verifier_error(ctx, e, results) from None
@@ -283,7 +288,7 @@ def _load_segment(ctx: BuildContext, linked: Path, root: Path, seg: list[int],
     links = [splice.Linked("called", f"the verifier refused the spliced chain: {headline}")
              if entries[i].link is Link.SPLICE else ln for i, ln in zip(seg, links)]
     try:
-        return _load(ctx, root, seg_entries, seg_results, shared), links
+        return _load(ctx, root, seg_entries, seg_results, shared, frags), links
     except KernelError as e:
         raise _verifier_error(ctx, e, results) from None
 
@@ -306,14 +311,17 @@ def _headline(err: KernelError) -> str:
 
 
 def _load(ctx: BuildContext, path: Path, entries, results,
-          shared: dict[str, int]) -> "libbpf.BpfObject":
+          shared: dict[str, int], frags: bool = False) -> "libbpf.BpfObject":
     """Open ``path``, point each component's persistent maps at their pins and the
-    chain's own maps at those of the first segment (``shared``), load."""
+    chain's own maps at those of the first segment (``shared``), load (with
+    BPF_F_XDP_HAS_FRAGS when ``frags``)."""
     obj = libbpf.BpfObject(str(path))
     try:
         for p in obj.programs():
             if p.name != abi.ROOT_PROG:
                 p.set_autoload(False)
+            elif frags:
+                p.set_flags(p.flags | abi.BPF_F_XDP_HAS_FRAGS)
         by_name = {m.name: m for m in obj.maps()}
         for entry, res in zip(entries, results):
             wanted = _wanted_maps(entry, res)

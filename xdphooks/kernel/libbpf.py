@@ -97,6 +97,8 @@ _sig("bpf_program__set_type", c_int, c_void_p, c_int)
 _sig("bpf_program__set_expected_attach_type", c_int, c_void_p, c_int)
 _sig("bpf_program__set_attach_target", c_int, c_void_p, c_int, c_char_p)
 _sig("bpf_program__set_autoload", c_int, c_void_p, ctypes.c_bool)
+_sig("bpf_program__flags", ctypes.c_uint32, c_void_p)
+_sig("bpf_program__set_flags", c_int, c_void_p, ctypes.c_uint32)
 _sig("bpf_program__fd", c_int, c_void_p)
 _sig("bpf_program__attach_freplace", c_void_p, c_void_p, c_int, c_char_p)
 _sig("bpf_program__attach_trace", c_void_p, c_void_p)
@@ -206,6 +208,14 @@ class Program:
 
     def set_autoload(self, on: bool) -> None:
         _check(_lib.bpf_program__set_autoload(self.ptr, on), "bpf_program__set_autoload")
+
+    @property
+    def flags(self) -> int:
+        """BPF_PROG_LOAD's prog_flags (libbpf sets BPF_F_XDP_HAS_FRAGS for SEC("xdp.frags"))."""
+        return _lib.bpf_program__flags(self.ptr)
+
+    def set_flags(self, flags: int) -> None:
+        _check(_lib.bpf_program__set_flags(self.ptr, flags), "bpf_program__set_flags")
 
     def set_type(self, prog_type: int) -> None:
         _check(_lib.bpf_program__set_type(self.ptr, prog_type), "bpf_program__set_type")

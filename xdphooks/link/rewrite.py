@@ -26,6 +26,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+from ..abi import is_frags_section
 from ..errors import ObjectError
 from . import elf as E
 from .elf import REBUILD, shown
@@ -85,6 +86,7 @@ class RewriteResult:
     data_sections: set[str] = field(default_factory=set)  # .data/.rodata/.bss... (internal maps)
     license: str = ""
     names: dict[str, str] = field(default_factory=dict)  # every renamed symbol: old -> new
+    frags: bool = False  # the entry is in SEC("xdp.frags") (abi.is_frags_section)
 
     @property
     def original_maps(self) -> dict[str, str]:
@@ -386,7 +388,8 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
                  and not s.flags & E.SHF_EXECINSTR
                  and (s.name.startswith((".data", ".rodata", ".bss")))}
     E.write_elf(out, out_secs, new_syms, elf.flags)
-    return RewriteResult(out, src, entry.name, slot, fn_name, prefix, maps, data_secs, lic, names)
+    return RewriteResult(out, src, entry.name, slot, fn_name, prefix, maps, data_secs, lic, names,
+                         frags=is_frags_section(esec.name))
 
 
 def _size(sec: E.Section) -> int:
