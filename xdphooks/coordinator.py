@@ -30,7 +30,7 @@ from .faults import crashpoint
 from .inspect import inspect, object_path
 from .kernel import bpffs, libbpf, xdp
 from .kernel.netns import NetnsError, interfaces, list_netns
-from .model import Change, Chain, InterfaceRef, Plan
+from .model import Change, Chain, InterfaceRef, Plan, constants_json
 from .paths import Paths, parse_gen_dir
 from .plugins import Plugins, discover
 from . import recover
@@ -322,7 +322,8 @@ def _adopt_running(sess: Session, opts: Options) -> None:
             programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                     e.program, e.digest,
                                     xdp.pinned_prog_id(gen_dir / f"prog-{e.name}")
-                                    or obs.attached_id, i)
+                                    or obs.attached_id, i,
+                                    constants=constants_json(e.constants))
                       for i, e in enumerate(chain.entries)],
             updated=time.time(), trigger=opts.trigger,
             **recover.record_fields(sess.paths.pin_root, gen_dir, chain))
@@ -408,7 +409,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
         programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                 e.program, e.digest,
                                 built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i,
-                                **_link_fields(built, i))
+                                constants=constants_json(e.constants), **_link_fields(built, i))
                   for i, e in enumerate(chain.entries)],
         updated=time.time(), trigger=opts.trigger,
         **recover.record_fields(sess.paths.pin_root, gen_dir, chain))

@@ -27,6 +27,15 @@ ACTIONS: tuple[str, ...] = ("aborted", "drop", "pass", "tx", "redirect")
 POLICY_KEYS: tuple[str, ...] = ACTIONS + ("unknown",)
 
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+CONST_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: a value for a ``const volatile`` global: integers and bools by the variable's
+#: type, str/bytes for char arrays
+ConstantValue = "int | bool | str | bytes"
+
+
+def constants_json(constants) -> dict:
+    """``XdpProgram.constants`` for state, status and fingerprints (bytes as hex)."""
+    return {k: (f"hex:{v.hex()}" if isinstance(v, bytes) else v) for k, v in constants}
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 1000, 50
 
 
@@ -159,6 +168,11 @@ class XdpProgram:
         program (no call per packet), ``Link.CALL`` calls it. ``None``: the config's
         ``link``, else splice. A program that cannot be spliced is called (``plan`` and
         ``status`` say why).
+    :param constants: values for the object's ``const volatile`` globals (its
+        load-time configuration, read-only to the program), by variable name:
+        ``{"drop_port": 9, "strict": True}``. Checked against the object's BTF (an
+        unknown name, or a value that does not fit the variable's type, is an error
+        naming the plugin) and set before load, in both backends.
     """
 
     name: str
@@ -170,6 +184,7 @@ class XdpProgram:
     required: bool = True
     pin_maps: tuple[str, ...] | None = None
     link: Link | None = None
+    constants: Mapping[str, ConstantValue] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.link, str) and not isinstance(self.link, Link):
@@ -185,6 +200,8 @@ class XdpProgram:
             object.__setattr__(self, "interfaces", tuple(self.interfaces))
         if isinstance(self.pin_maps, list):
             object.__setattr__(self, "pin_maps", tuple(self.pin_maps))
+        if self.constants is not None:  # frozen and hashable, in a stable order
+            object.__setattr__(self, "constants", tuple(sorted(dict(self.constants).items())))
 
 
 def program_problems(p: XdpProgram) -> list[str]:
@@ -214,6 +231,18 @@ def program_problems(p: XdpProgram) -> list[str]:
         isinstance(p.pin_maps, str) or not all(isinstance(m, str) for m in p.pin_maps)
     ):
         out.append(f"pin_maps {p.pin_maps!r} must be a list of map names")
+    if p.constants is not None:
+        items = p.constants if isinstance(p.constants, tuple) else (
+            p.constants.items() if isinstance(p.constants, Mapping) else None)
+        if items is None:
+            out.append(f"constants must map variable names to values, not "
+                       f"{type(p.constants).__name__}")
+        else:
+            for k, v in items:
+                if not isinstance(k, str) or not CONST_NAME_RE.match(k):
+                    out.append(f"constants: {k!r} is not a C variable name")
+                elif not isinstance(v, (bool, int, str, bytes)):
+                    out.append(f"constants: {k} = {v!r} must be an int, bool, str or bytes")
     if p.link is not None and not isinstance(p.link, Link):
         out.append(f"link {p.link!r} must be one of {', '.join(k.value for k in Link)}")
     return out
@@ -254,6 +283,7 @@ class ChainEntry:
     pin_maps: tuple[str, ...] | None = None
     digest: str = ""  # sha256 of the object file, so an upgrade is a change
     link: Link = Link.SPLICE
+    constants: tuple[tuple[str, ConstantValue], ...] = ()  # const volatile values, by name
 
     def sort_key(self) -> tuple[int, str]:
         return (self.priority, self.name)
@@ -262,7 +292,8 @@ class ChainEntry:
         return {"name": self.name, "object": self.object, "program": self.program,
                 "priority": self.priority, "policy": self.policy.as_dict(),
                 "pin_maps": list(self.pin_maps) if self.pin_maps is not None else None,
-                "digest": self.digest, "link": self.link.value}
+                "digest": self.digest, "link": self.link.value,
+                **({"constants": constants_json(self.constants)} if self.constants else {})}
 
 
 @dataclass(frozen=True)

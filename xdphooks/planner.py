@@ -141,7 +141,8 @@ def resolve(
                                     "in xdphooks.toml"))
         link = _first(override.link if override else None, prog.link, config.link, Link.SPLICE)
         entry = ChainEntry(prog.name, plugin, fact.path, program, priority, policy,
-                           prog.required, prog.pin_maps, fact.digest, link)
+                           prog.required, prog.pin_maps, fact.digest, link,
+                           tuple(prog.constants or ()))
         out.append(Placed(entry, tuple(patterns)))
     return out, problems
 

@@ -43,6 +43,7 @@ class ProgramRecord:
     slot: int
     link: str = ""  # static: "spliced" | "called"; freplace: "freplace"
     link_reason: str = ""  # why a program asked to be spliced was called
+    constants: dict[str, Any] = field(default_factory=dict)  # its const volatile values
 
 
 @dataclass

@@ -76,7 +76,7 @@ def collect(paths: Paths) -> dict:
                 "policy": p.policy, "prog_id": p.prog_id, "slot": p.slot,
                 "link": link_kind(rec, p),
                 "object": p.object, "program": p.program, "digest": p.digest,
-                "link": p.link or None, "link_reason": p.link_reason or None,
+                "link_reason": p.link_reason or None, "constants": p.constants,
                 "packets": c["packets"] if c else None,
                 "verdicts": {k: c["verdicts"].get(k, 0) for k in VERDICT_KEYS} if c else None,
                 "package": prov.get("package"), "modified": prov.get("modified"),

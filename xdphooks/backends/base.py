@@ -85,3 +85,27 @@ class BuiltChain:
 
 def close_fd(fd: int):
     return lambda: os.close(fd)
+
+
+def apply_constants(obj, elf_path: str, entry: ChainEntry, prefix: str = "") -> None:
+    """Set ``entry.constants`` in the ``.rodata`` of the opened, not yet loaded
+    ``obj`` (read from ``elf_path``); the static backend passes the slot's prefix."""
+    if not entry.constants:
+        return
+    from ..link import constants, elf as E
+    from ..link.btf import Btf
+
+    name = os.path.basename(entry.object)
+    elf = E.read_elf(elf_path)
+    btf_sec, ro_sec = elf.section(".BTF"), elf.section(constants.RODATA)
+    rodata = [m for m in obj.maps() if m.internal and m.name.endswith(constants.RODATA)]
+    if btf_sec is None or ro_sec is None or not rodata:
+        raise ObjectError(f"{entry.name}: {name} has no const volatile variables, so "
+                          "constants cannot be set", plugin=entry.plugin,
+                          fix="remove constants from the declaration, or declare the "
+                              "variables (const volatile ...) and rebuild with clang -g")
+    btf = Btf.parse(btf_sec.data, name, entry.plugin)
+    symbols = {s.name: (s.value, s.size) for s in elf.symbols if s.shndx == ro_sec.index}
+    rodata[0].set_initial_value(constants.apply(
+        btf, symbols, rodata[0].initial_value(), entry.constants, prefix=prefix,
+        who=entry.name, plugin=entry.plugin, obj=name))

@@ -24,7 +24,7 @@ from .. import abi
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import ChainEntry
-from .base import BuildContext, BuiltChain, close_fd
+from .base import BuildContext, BuiltChain, apply_constants, close_fd
 from .preflight import preflight
 
 MODE = "freplace"
@@ -157,13 +157,15 @@ def single_buffer(ctx: BuildContext, entries: list[ChainEntry]) -> list[tuple[st
 def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int,
                     slot: int, frags: bool = False) -> tuple[int, int, dict[str, str]]:
     """Load ``entry`` fresh as an extension of ``slot``; returns (prog fd, link fd, maps)."""
+    path = ctx.trusted_object(entry)
     try:
-        obj = libbpf.BpfObject(ctx.trusted_object(entry))
+        obj = libbpf.BpfObject(path)
     except KernelError as e:
         raise ObjectError(f"{entry.name}: cannot open {entry.object}: {e.message}",
                           plugin=entry.plugin) from None
     try:
         prog = _pick_program(obj, entry)
+        apply_constants(obj, path, entry)
         for p in obj.programs():
             p.set_autoload(p.ptr == prog.ptr)
         prog.set_type(libbpf.BPF_PROG_TYPE_EXT)

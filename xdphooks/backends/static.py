@@ -22,7 +22,7 @@ from ..kernel import libbpf
 from .. import abi
 from ..link import splice
 from ..model import Decision, Link
-from .base import BuildContext, BuiltChain
+from .base import BuildContext, BuiltChain, apply_constants
 from .preflight import CANNED
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
@@ -324,6 +324,7 @@ def _load(ctx: BuildContext, path: Path, entries, results,
                 p.set_flags(p.flags | abi.BPF_F_XDP_HAS_FRAGS)
         by_name = {m.name: m for m in obj.maps()}
         for entry, res in zip(entries, results):
+            apply_constants(obj, str(path), entry, prefix=res.prefix)
             wanted = _wanted_maps(entry, res)
             for renamed, orig in res.maps.items():
                 m = by_name.get(renamed)
