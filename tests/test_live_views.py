@@ -56,6 +56,16 @@ def quiet(veth):
     for ns in (veth.ns_a, veth.ns_b):  # no IPv6 ND/MLD noise in the counts
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
                         "net.ipv6.conf.all.disable_ipv6=1"], check=False, capture_output=True)
+    # ... and no ARP either way: a traced component must see only the test's datagrams
+    mac = {}
+    for ns, dev in ((veth.ns_a, veth.dev_a), (veth.ns_b, veth.dev_b)):
+        mac[ns] = json.loads(subprocess.run(["ip", "-j", "-n", ns, "link", "show", dev],
+                                            capture_output=True, text=True,
+                                            check=True).stdout)[0]["address"]
+    for ns, dev, ip, peer in ((veth.ns_b, veth.dev_b, veth.ip_a, veth.ns_a),
+                              (veth.ns_a, veth.dev_a, veth.ip_b, veth.ns_b)):
+        subprocess.run(["ip", "-n", ns, "neigh", "replace", ip, "lladdr", mac[peer], "dev", dev,
+                        "nud", "permanent"], check=True, capture_output=True)
 
 
 def send_udp(veth, n, seconds=20.0, gap=0.01):

@@ -247,7 +247,7 @@ def reconcile(paths: Paths, opts: Options) -> Result:
             where = str(change.interface)
             packages = _incoming_packages(sess, change)
             try:
-                _apply(sess, change, opts)
+                result.warnings += _apply(sess, change, opts)
                 result.applied.append(change)
                 log_event(f"{change.action} {where}: {change.reason}", trigger=opts.trigger,
                           interface=where, action=change.action, packages=packages)
@@ -354,12 +354,13 @@ def _incoming_packages(sess: Session, change: Change) -> tuple[str, ...]:
                          if owners.get(p, {}).get("package")}))
 
 
-def _apply(sess: Session, change: Change, opts: Options) -> None:
+def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
+    """Build, pin, swap and record one change; returns the backend's warnings."""
     iface = change.interface
     obs = sess.observed.get(iface)
     if change.action == "detach":
         _detach(sess, iface, obs)
-        return
+        return []
     chain = change.desired
     assert chain is not None
     ifindex = xdp.ifindex(iface)
@@ -376,8 +377,10 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     previous = None
     if obs and obs.ours:
         pdir, _ = obs.gens[obs.attached_id]
-        digests = {p.name: p.digest for p in obs.record.programs} if obs.record else {}
-        previous = PreviousChain(pdir, digests)
+        progs = obs.record.programs if obs.record else []
+        previous = PreviousChain(pdir, {p.name: p.digest for p in progs},
+                                 {p.name: p.slot for p in progs},
+                                 obs.record.mode if obs.record else "")
     os.makedirs(sess.paths.run_dir, mode=0o700, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=sess.paths.run_dir))
     ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous)
@@ -418,6 +421,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> None:
     crashpoint("after-state-write")
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
+    return [f"{iface}: {w}" for w in built.warnings]
 
 
 def _single_buffer_error(iface: InterfaceRef, built, err: KernelError) -> XdphooksError | None:

@@ -19,6 +19,8 @@ class PreviousChain:
 
     gen_dir: Path  # its pin directory (root, counters, prog-*/link-* pins)
     digests: dict[str, str]  # program name -> object digest it was built from
+    slots: dict[str, int] = field(default_factory=dict)  # program name -> its slot there
+    mode: str = ""  # the backend that built it (globals carry over within one backend)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class BuiltChain:
     #: entries (name, plugin) not built for multi-buffer: the chain is loaded without
     #: BPF_F_XDP_HAS_FRAGS when any is, and cannot attach where the MTU needs frags
     single_buffer: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said once the chain is attached
 
     def close(self) -> None:
         for fn in reversed(self.closers):
@@ -109,3 +112,72 @@ def apply_constants(obj, elf_path: str, entry: ChainEntry, prefix: str = "") -> 
     rodata[0].set_initial_value(constants.apply(
         btf, symbols, rodata[0].initial_value(), entry.constants, prefix=prefix,
         who=entry.name, plugin=entry.plugin, obj=name))
+
+
+# --- global data (.data/.bss) carried across builds: link/globals.py ---------------------
+
+
+def running_globals(prog_fd: int) -> dict:
+    """Every .data/.bss variable of a loaded program's internal maps, with its bytes."""
+    from ..kernel import libbpf
+    from ..link.btf import Btf
+    from ..link.globals import DATA_SECTIONS, kernel_vars
+
+    out: dict = {}
+    for mid in libbpf.prog_info(prog_fd, map_ids=True)[1]:
+        with libbpf.fd_closing(libbpf.map_fd_by_id(mid)) as fd:
+            info = libbpf.map_info(fd)
+            if not info.name.decode(errors="replace").endswith(DATA_SECTIONS) \
+                    or not info.btf_id or not info.btf_value_type_id:
+                continue
+            value = libbpf.map_lookup(fd, bytes(4), info.value_size) or b""
+            btf = Btf.parse(libbpf.btf_raw_by_id(info.btf_id), "running program")
+            out.update(kernel_vars(btf, info.btf_value_type_id, value))
+    return out
+
+
+def object_globals(elf_path: str) -> tuple[dict, dict[str, bytes]]:
+    """(variables of .data/.bss by name, each section's default bytes) of an object."""
+    from ..link import elf as E
+    from ..link.btf import Btf
+    from ..link.globals import DATA_SECTIONS, elf_vars
+
+    elf = E.read_elf(elf_path)
+    btf_sec = elf.section(".BTF")
+    variables, defaults = {}, {}
+    for name in DATA_SECTIONS:
+        sec = elf.section(name)
+        if sec is None or btf_sec is None:
+            continue
+        size = sec.__dict__.get("nobits_size", 0) if sec.type == E.SHT_NOBITS else len(sec.data)
+        defaults[name] = bytes(size) if sec.type == E.SHT_NOBITS else bytes(sec.data)
+        symbols = {s.name: (s.value, s.size) for s in elf.symbols if s.shndx == sec.index}
+        variables.update(elf_vars(Btf.parse(btf_sec.data, elf_path), name, symbols))
+    return variables, defaults
+
+
+def write_globals(maps: dict[str, int], contents: dict[str, bytes]) -> None:
+    """Write each section's contents into its internal map (fd by section name)."""
+    from ..kernel import libbpf
+
+    for sec, data in contents.items():
+        if sec in maps and data:
+            libbpf.map_update(maps[sec], bytes(4), data)
+
+
+def data_maps(obj) -> dict[str, int]:
+    """{".data"/".bss": fd} of an opened and loaded object's internal maps."""
+    from ..link.globals import DATA_SECTIONS
+
+    out = {}
+    for m in obj.maps():
+        for sec in DATA_SECTIONS:
+            if m.internal and m.name.endswith(sec):
+                out[sec] = m.fd
+    return out
+
+
+def layout_warning(program: str, changed: list[str]) -> str:
+    return (f"{program}: the layout of its global data changed ({', '.join(changed[:6])}"
+            f"{' …' if len(changed) > 6 else ''}): these start from the new object's "
+            "defaults, the other globals kept their values")

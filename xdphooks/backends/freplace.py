@@ -18,13 +18,16 @@ import errno as _errno
 import os
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import abi
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import ChainEntry
-from .base import BuildContext, BuiltChain, apply_constants, close_fd
+from ..link.globals import carry
+from .base import (BuildContext, BuiltChain, apply_constants, close_fd, data_maps,
+                   layout_warning, object_globals, running_globals, write_globals)
 from .preflight import preflight
 
 MODE = "freplace"
@@ -154,9 +157,10 @@ def single_buffer(ctx: BuildContext, entries: list[ChainEntry]) -> list[tuple[st
     return out
 
 
-def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int,
-                    slot: int, frags: bool = False) -> tuple[int, int, dict[str, str]]:
-    """Load ``entry`` fresh as an extension of ``slot``; returns (prog fd, link fd, maps)."""
+def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: int,
+                    frags: bool = False) -> tuple[int, int, dict[str, str], "Fresh"]:
+    """Load ``entry`` fresh as an extension of ``slot``; returns (prog fd, link fd, maps,
+    what its globals need after pre-flight)."""
     path = ctx.trusted_object(entry)
     try:
         obj = libbpf.BpfObject(path)
@@ -209,9 +213,42 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int,
             link_fd = os.dup(link.fd)
         finally:
             link.destroy()
-        return os.dup(prog.fd), link_fd, maps
+        fresh = Fresh(entry, path, {sec: os.dup(fd) for sec, fd in data_maps(obj).items()})
+        return os.dup(prog.fd), link_fd, maps, fresh
     finally:
         obj.close()
+
+
+@dataclass
+class Fresh:
+    """A component loaded afresh: its object and its .data/.bss maps (fds owned)."""
+
+    entry: ChainEntry
+    path: str
+    data_maps: dict[str, int]
+
+
+def _carry_globals(ctx: BuildContext, fresh: list[Fresh]) -> list[str]:
+    """An upgraded program's globals from the one it replaces (same names, sizes and
+    kinds), else the defaults: written after pre-flight, so the canned packets leave no
+    trace in a fresh program's globals. (A reused program is the running one: its
+    globals are its own, untouched.)"""
+    warnings = []
+    prev = ctx.previous if ctx.previous is not None and ctx.previous.mode == MODE else None
+    for f in fresh:
+        variables, defaults = object_globals(f.path)
+        if not defaults:
+            continue
+        old, pin = {}, prev.gen_dir / f"prog-{f.entry.name}" if prev else None
+        if pin is not None and pin.exists():
+            with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
+                old = running_globals(fd)
+        contents, changed = carry(old, variables, defaults,
+                                  (lambda n: n) if old else (lambda n: None))
+        write_globals(f.data_maps, contents)
+        if changed:
+            warnings.append(layout_warning(f.entry.name, changed))
+    return warnings
 
 
 def _reuse_component(ctx: BuildContext, entry: ChainEntry, prev_pin: Path, disp_fd: int,
@@ -250,6 +287,7 @@ def build(ctx: BuildContext) -> BuiltChain:
         built.prog_fd = disp_fd
         built.pins = {"root": disp_fd, "counters": cnt_fd, "events": ev_fd}
         prev = ctx.previous
+        fresh: list[Fresh] = []
         for i, entry in enumerate(entries):
             prev_pin = prev.gen_dir / f"prog-{entry.name}" if prev else None
             reuse = (prev is not None and bool(entry.digest)
@@ -262,7 +300,9 @@ def build(ctx: BuildContext) -> BuiltChain:
                     # e.g. a kernel without freplace multi-attach: load it afresh
                     reuse = False
             if not reuse:
-                prog_fd, link_fd, maps = _load_component(ctx, entry, disp_fd, i, not single)
+                prog_fd, link_fd, maps, f = _load_component(ctx, entry, disp_fd, i, not single)
+                fresh.append(f)
+                built.closers += [close_fd(fd) for fd in f.data_maps.values()]
             built.closers.append(close_fd(prog_fd))
             built.closers.append(close_fd(link_fd))
             built.pins[f"prog-{entry.name}"] = prog_fd
@@ -271,6 +311,7 @@ def build(ctx: BuildContext) -> BuiltChain:
             built.slot_prog_ids.append(libbpf.prog_info(prog_fd)[0].id)
             built.slot_links.append({"link": MODE, "reason": ""})
         _preflight(ctx, built, ev_fd, cnt_fd)
+        built.warnings += _carry_globals(ctx, fresh)
         return built
     except BaseException:
         built.close()

@@ -22,7 +22,10 @@ from ..kernel import libbpf
 from .. import abi
 from ..link import splice
 from ..model import Decision, Link
-from .base import BuildContext, BuiltChain, apply_constants
+from ..link.globals import carry
+from ..link.rewrite import PREFIX_FMT
+from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
+                   object_globals, running_globals, write_globals)
 from .preflight import CANNED
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
@@ -236,6 +239,8 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         if preflight:
             preflight_check(ctx, prog_fd, entries)
             reset_after_preflight(counters_fd, events_fd, len(entries))
+        warnings = _carry_globals(ctx, objs, [work / f"root{k}.o" for k in range(len(objs))],
+                                  segments, entries, results)
         timings["preflight"] = time.perf_counter() - t2
         pins = {"root": prog_fd, "counters": counters_fd, "events": events_fd}
         if len(objs) > 1:
@@ -245,7 +250,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
                            slot_prog_ids=[info.id] * len(entries), maps=_pins(ctx, entries, results),
                            pins=pins, closers=[o.close for o in objs],
                            slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links],
-                           single_buffer=single)
+                           single_buffer=single, warnings=warnings)
         objs = []
         last_timings.clear()
         last_timings.update(timings)
@@ -253,6 +258,59 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     finally:
         for o in objs:
             o.close()
+
+
+def _carry_globals(ctx: BuildContext, objs, roots: list[Path], segments, entries,
+                   results) -> list[str]:
+    """Each program's globals (.data/.bss) from the running chain into the new one, by
+    program and variable name (the slot prefix may differ), else the defaults: written
+    after pre-flight, so the canned packets leave no trace in them."""
+    prev = ctx.previous
+    old = _previous_globals(prev.gen_dir) if prev is not None and prev.mode == MODE else {}
+    prev_slots = prev.slots if prev is not None and prev.mode == MODE else {}
+    warnings = []
+    for k, seg in enumerate(segments):
+        variables, defaults = object_globals(str(roots[k]))
+        if not defaults:
+            continue
+        owner = {}  # new variable name -> (program, name in its object)
+        for i in seg:
+            pre = results[i].prefix
+            owner.update({n: (entries[i].name, n[len(pre):]) for n in variables
+                          if n.startswith(pre)})
+
+        def old_name(n: str) -> str | None:
+            prog, base = owner.get(n, (None, ""))
+            slot = prev_slots.get(prog) if prog else None
+            return None if slot is None else PREFIX_FMT.format(slot) + base
+
+        contents, changed = carry(old, variables, defaults, old_name)
+        write_globals(data_maps(objs[k]), contents)
+        by_prog: dict[str, list[str]] = {}
+        for n in changed:
+            by_prog.setdefault(owner[n][0], []).append(owner[n][1])
+        warnings += [layout_warning(p, names) for p, names in sorted(by_prog.items())]
+    return warnings
+
+
+def _previous_globals(gen_dir: Path) -> dict:
+    """The globals of a running static chain: its root's and its other segments'."""
+    out: dict = {}
+    try:
+        root_fd = libbpf.obj_get(str(gen_dir / "root"))
+    except KernelError:
+        return out
+    with libbpf.fd_closing(root_fd):
+        out.update(running_globals(root_fd))
+    if (gen_dir / "segments").exists():
+        with libbpf.fd_closing(libbpf.obj_get(str(gen_dir / "segments"))) as seg_fd:
+            for k in range(1, abi.MAX_SEGMENTS):
+                raw = libbpf.map_lookup(seg_fd, k.to_bytes(4, "little"), 4)
+                if raw and int.from_bytes(raw, "little"):
+                    with libbpf.fd_closing(libbpf.prog_fd_by_id(
+                            int.from_bytes(raw, "little"))) as fd:
+                        out.update(running_globals(fd))
+    return out
 
 
 def _link(ctx: BuildContext, out: Path, rootlet: Path, results, entries) -> None:

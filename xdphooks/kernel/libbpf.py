@@ -179,7 +179,10 @@ class BpfMapInfo(ctypes.Structure):
     _fields_ = [
         ("type", c_uint32), ("id", c_uint32), ("key_size", c_uint32),
         ("value_size", c_uint32), ("max_entries", c_uint32), ("map_flags", c_uint32),
-        ("name", ctypes.c_char * 16),
+        ("name", ctypes.c_char * 16), ("ifindex", c_uint32),
+        ("btf_vmlinux_value_type_id", c_uint32), ("netns_dev", c_uint64),
+        ("netns_ino", c_uint64), ("btf_id", c_uint32), ("btf_key_type_id", c_uint32),
+        ("btf_value_type_id", c_uint32), ("_pad", c_uint32), ("map_extra", c_uint64),
     ]
 
 
@@ -564,6 +567,22 @@ BTF_KIND_FUNC = 12
 _sig("btf__load_from_kernel_by_id", c_void_p, c_uint32)
 _sig("btf__find_by_name_kind", ctypes.c_int32, c_void_p, c_char_p, c_uint32)
 _sig("btf__free", None, c_void_p)
+_sig("btf__raw_data", c_void_p, c_void_p, ctypes.POINTER(c_uint32))
+
+
+def btf_raw_by_id(btf_id: int) -> bytes:
+    """The raw bytes of a loaded BTF object (a program's or map's), by its kernel id."""
+    btf = _lib.btf__load_from_kernel_by_id(btf_id)
+    if not btf:
+        raise _fail(f"load BTF id {btf_id}")
+    try:
+        size = c_uint32(0)
+        ptr = _lib.btf__raw_data(btf, ctypes.byref(size))
+        if not ptr:
+            raise _fail(f"raw data of BTF id {btf_id}")
+        return ctypes.string_at(ptr, size.value)
+    finally:
+        _lib.btf__free(btf)
 _sig("bpf_link_create", c_int, c_int, c_int, c_int, c_void_p)
 _sig("bpf_link_get_fd_by_id", c_int, c_uint32)
 

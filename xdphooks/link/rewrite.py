@@ -34,6 +34,7 @@ from .btf import (KIND_DATASEC, KIND_FUNC, KIND_VAR, LINKAGE_EXTERN, LINKAGE_GLO
                   BtfExt)
 
 SLOT_FMT = "xdph_slot_{}"
+PREFIX_FMT = "s{}_"  # what a slot's symbols, maps and globals are renamed with
 R_BPF_64_ABS32 = 3
 RENAMED_SECTIONS = ("license", "version")
 # Licence strings the kernel accepts as GPL-compatible (include/linux/license.h).
@@ -108,7 +109,7 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
     :param who: plugin/program name used in error messages.
     """
     name = os.path.basename(src)
-    prefix = prefix if prefix is not None else f"s{slot}_"
+    prefix = prefix if prefix is not None else PREFIX_FMT.format(slot)
     fn_name = SLOT_FMT.format(slot)
 
     def fail(reason: str, fix: str) -> ObjectError:
@@ -413,4 +414,4 @@ def count_maps(elf_path: str) -> tuple[int, set[str]]:
 
 
 __all__ = ["rewrite", "RewriteResult", "xdp_programs", "is_xdp_section", "license_of",
-           "count_maps", "GPL_COMPATIBLE", "SLOT_FMT", "KIND_DATASEC"]
+           "count_maps", "GPL_COMPATIBLE", "SLOT_FMT", "PREFIX_FMT", "KIND_DATASEC"]
