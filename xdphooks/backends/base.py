@@ -181,3 +181,25 @@ def layout_warning(program: str, changed: list[str]) -> str:
     return (f"{program}: the layout of its global data changed ({', '.join(changed[:6])}"
             f"{' …' if len(changed) > 6 else ''}): these start from the new object's "
             "defaults, the other globals kept their values")
+
+
+def pin_map(m, path: str | None) -> None:
+    """Point an opened map at its pin (None: not pinned). The kernel sets
+    BPF_F_RDONLY_PROG on every DEVMAP/DEVMAP_HASH it creates, so the pin shows flags
+    the object never declared, and libbpf 1.1 compares flags exactly before reusing a
+    pin: declare what the pin has when that is the only difference."""
+    from ..errors import KernelError
+    from ..kernel import libbpf
+
+    m.set_pin_path(path)
+    if path is None or m.type not in (libbpf.BPF_MAP_TYPE_DEVMAP,
+                                      libbpf.BPF_MAP_TYPE_DEVMAP_HASH) \
+            or not os.path.exists(path):
+        return
+    try:
+        with libbpf.fd_closing(libbpf.obj_get(path)) as fd:
+            pinned = libbpf.map_info(fd).map_flags
+    except KernelError:
+        return  # libbpf's own reuse check says what is wrong
+    if pinned & ~m.map_flags == libbpf.BPF_F_RDONLY_PROG:
+        m.set_map_flags(pinned)

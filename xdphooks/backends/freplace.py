@@ -27,7 +27,7 @@ from ..kernel import libbpf
 from ..model import ChainEntry
 from ..link.globals import carry
 from .base import (BuildContext, BuiltChain, apply_constants, close_fd, data_maps,
-                   layout_warning, object_globals, running_globals, write_globals)
+                   layout_warning, object_globals, pin_map, running_globals, write_globals)
 from .preflight import preflight
 
 MODE = "freplace"
@@ -189,9 +189,9 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
             if entry.pin_maps is not None and m.name not in entry.pin_maps:
                 m.set_pin_path(None)  # also overrides LIBBPF_PIN_BY_NAME
                 continue
-            path = str(ctx.map_pin_dir(entry.name) / m.name)
-            m.set_pin_path(path)
-            maps[m.name] = path
+            pin = str(ctx.map_pin_dir(entry.name) / m.name)
+            pin_map(m, pin)
+            maps[m.name] = pin
         try:
             obj.load()
         except KernelError as e:

@@ -25,7 +25,7 @@ from ..model import Decision, Link
 from ..link.globals import carry
 from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
-                   object_globals, running_globals, write_globals)
+                   object_globals, pin_map, running_globals, write_globals)
 from .preflight import CANNED
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
@@ -388,8 +388,8 @@ def _load(ctx: BuildContext, path: Path, entries, results,
                 m = by_name.get(renamed)
                 if m is not None:
                     # None also overrides LIBBPF_PIN_BY_NAME for maps not kept
-                    m.set_pin_path(str(ctx.map_pin_dir(entry.name) / orig)
-                                   if orig in wanted else None)
+                    pin_map(m, str(ctx.map_pin_dir(entry.name) / orig)
+                            if orig in wanted else None)
         for name in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,):
             by_name[name].set_pin_path(None)
             if name in shared:

@@ -25,6 +25,8 @@ c_uint32, c_uint64 = ctypes.c_uint32, ctypes.c_uint64
 
 BPF_PROG_TYPE_XDP = 6
 BPF_PROG_TYPE_EXT = 28
+BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH = 14, 25
+BPF_F_RDONLY_PROG = 1 << 7
 BPF_XDP = 37
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -118,6 +120,8 @@ _sig("bpf_map__value_size", c_uint32, c_void_p)
 _sig("bpf_map__key_size", c_uint32, c_void_p)
 _sig("bpf_map__type", c_int, c_void_p)
 _sig("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
+_sig("bpf_map__map_flags", c_uint32, c_void_p)
+_sig("bpf_map__set_map_flags", c_int, c_void_p, c_uint32)
 _sig("bpf_xdp_attach", c_int, c_int, c_int, c_uint32, c_void_p)
 _sig("bpf_xdp_detach", c_int, c_int, c_uint32, c_void_p)
 _sig("bpf_xdp_query_id", c_int, c_int, c_int, ctypes.POINTER(c_uint32))
@@ -285,6 +289,17 @@ class Map:
     @property
     def value_size(self) -> int:
         return _lib.bpf_map__value_size(self.ptr)
+
+    @property
+    def type(self) -> int:
+        return _lib.bpf_map__type(self.ptr)
+
+    @property
+    def map_flags(self) -> int:
+        return _lib.bpf_map__map_flags(self.ptr)
+
+    def set_map_flags(self, flags: int) -> None:
+        _check(_lib.bpf_map__set_map_flags(self.ptr, flags), f"set flags of map {self.name}")
 
     def set_pin_path(self, path: str | None) -> None:
         _check(_lib.bpf_map__set_pin_path(self.ptr, path.encode() if path else None),

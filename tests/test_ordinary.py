@@ -1,0 +1,71 @@
+"""Issue 12: ordinary objects as their authors wrote them keep working across relinks.
+
+A DEVMAP (xdp-tools' xdp-forward, xdp-tutorial's redirect example): the kernel sets
+BPF_F_RDONLY_PROG on it, so its pin shows flags 0x80 that the object never declared;
+the second build must reuse the pin (and its contents), not refuse it. Static on
+the host; freplace in the VM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import textwrap
+
+import pytest
+
+from conftest import sh
+from freplace_support import IN_VM
+
+PLUGIN = textwrap.dedent("""
+    from xdphooks import XdpProgram, hookimpl
+    @hookimpl
+    def xdphooks_programs():
+        return [XdpProgram(name={name!r}, object={obj!r}, priority={prio},
+                           interfaces=({iface!r},))]
+""")
+
+
+def attached_id(veth) -> int:
+    link = json.loads(sh("ip", "-j", "-n", veth.ns_a, "link", "show", "dev", veth.dev_a).stdout)[0]
+    return (link.get("xdp") or {}).get("prog", {}).get("id", 0)
+
+
+def devmap_scenario(xh, veth, bpf_obj, mode: str) -> None:
+    from xdphooks.kernel import libbpf
+
+    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+    xh.add_object(bpf_obj("devmap_fwd"), "devmap_fwd.o")
+    xh.add_object(bpf_obj("count_pass"), "count_pass.o")
+    xh.add_plugin("fwd", PLUGIN.format(name="fwd", obj="devmap_fwd.o", prio=10,
+                                       iface=veth.iface))
+    xh.run("reconcile")
+    pin = xh.bpffs / "xdphooks/maps/fwd/tx_port"
+    ifindex = json.loads(sh("ip", "-j", "-n", veth.ns_a, "link", "show", veth.dev_a)
+                         .stdout)[0]["ifindex"]
+    with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
+        info = libbpf.map_info(fd)
+        assert info.map_flags & libbpf.BPF_F_RDONLY_PROG, hex(info.map_flags)  # the premise
+        map_id = info.id
+        libbpf.map_update(fd, struct.pack("<I", 0), struct.pack("<I", ifindex))
+    for n in range(2):  # relinks: the DEVMAP pin is reused, its entry kept
+        xh.add_plugin(f"c{n}", PLUGIN.format(name=f"c{n}", obj="count_pass.o", prio=20 + n,
+                                             iface=veth.iface))
+        xh.run("reconcile")
+        with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
+            assert libbpf.map_info(fd).id == map_id
+            assert libbpf.map_lookup(fd, struct.pack("<I", 0), 4) == struct.pack("<I", ifindex)
+    assert attached_id(veth)
+    veth.exec_b("ping", "-c", "2", "-i", "0.05", "-W", "1", veth.ip_a)
+
+
+def test_static_devmap_survives_relinks(xh, veth, bpf_obj):
+    devmap_scenario(xh, veth, bpf_obj, "static")
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
+                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
+def test_freplace_devmap_survives_relinks(xh, veth, bpf_obj):
+    devmap_scenario(xh, veth, bpf_obj, "freplace")
