@@ -69,3 +69,73 @@ def test_static_devmap_survives_relinks(xh, veth, bpf_obj):
                     "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
 def test_freplace_devmap_survives_relinks(xh, veth, bpf_obj):
     devmap_scenario(xh, veth, bpf_obj, "freplace")
+
+
+# --- tail calls inside a component ---------------------------------------------------------
+
+TAIL_PLUGIN = textwrap.dedent("""
+    from xdphooks import XdpProgram, VerdictPolicy, hookimpl
+    @hookimpl
+    def xdphooks_programs():
+        return [XdpProgram(name="td", object="tail_dispatch.o", priority=10,
+                           policy=VerdictPolicy.parse("tx=log"), interfaces=({iface!r},),
+                           pin_maps={pin_maps})]
+""")
+
+
+def hits(veth_xh, fd) -> list[int]:
+    from xdphooks.kernel import libbpf
+    return [struct.unpack("<Q", libbpf.map_lookup(fd, struct.pack("<I", k), 8))[0]
+            for k in range(3)]
+
+
+def tail_scenario(xh, veth, bpf_obj, mode: str, pin_maps: str) -> None:
+    """tests/bpf/tail_dispatch.bpf.c tail-calls on_udp (drops UDP/9) and on_icmp (TX)
+    through a PROG_ARRAY libbpf fills declaratively. The targets' verdicts come back to
+    the chain's policy: TX from on_icmp is logged and the chain goes on (pings pass),
+    DROP from on_udp ends it. With pin_maps=() the array lives in the generation's pins."""
+    from xdphooks.kernel import libbpf
+
+    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+    xh.add_object(bpf_obj("tail_dispatch"), "tail_dispatch.o")
+    xh.add_object(bpf_obj("count_pass"), "count_pass.o")
+    xh.add_plugin("td", TAIL_PLUGIN.format(iface=veth.iface, pin_maps=pin_maps))
+    for round_ in range(2):  # the second round is a relink with another program
+        xh.run("reconcile")
+        status = json.loads(xh.run("status", "--json").stdout)
+        (iface,) = status["interfaces"]
+        td = [p for p in iface["programs"] if p["name"] == "td"][0]
+        before_drop = td["verdicts"]["drop"] if td.get("verdicts") else 0
+        events0 = xh.run("events").stdout.count("tx")
+        veth.exec_b("ping", "-c", "3", "-i", "0.05", "-W", "1", veth.ip_a)  # TX, logged
+        code = (f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"for _ in range(4): s.sendto(b'x', ('{veth.ip_a}', 9))")
+        veth.exec_b("python3", "-c", code)
+        status = json.loads(xh.run("status", "--json").stdout)
+        (iface,) = status["interfaces"]
+        td = [p for p in iface["programs"] if p["name"] == "td"][0]
+        assert td["verdicts"]["tx"] >= 3 and td["verdicts"]["drop"] - before_drop >= 4, td
+        assert xh.run("events").stdout.count("tx") - events0 >= 3
+        if pin_maps == "None":
+            with libbpf.fd_closing(libbpf.obj_get(str(xh.bpffs / "xdphooks/maps/td/hits"))) as fd:
+                h = hits(xh, fd)
+            assert h[1] >= 4 and h[2] >= 3, h  # the targets ran
+        else:
+            (gen,) = list((xh.bpffs / "xdphooks/if").glob("*/g*"))
+            assert list(gen.glob("tail-td-*")), sorted(p.name for p in gen.iterdir())
+        if round_ == 0:
+            xh.add_plugin("after", PLUGIN.format(name="after", obj="count_pass.o", prio=20,
+                                                 iface=veth.iface))
+
+
+@pytest.mark.parametrize("pin_maps", ["None", "()"])
+def test_static_tail_calls_inside_a_component(xh, veth, bpf_obj, pin_maps):
+    tail_scenario(xh, veth, bpf_obj, "static", pin_maps)
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
+                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
+@pytest.mark.parametrize("pin_maps", ["None", "()"])
+def test_freplace_tail_calls_inside_a_component(xh, veth, bpf_obj, pin_maps):
+    tail_scenario(xh, veth, bpf_obj, "freplace", pin_maps)

@@ -42,12 +42,20 @@ def inspect(path: str, plugin: str | None = None) -> ObjectFacts:
                            "not BPF", fix="build it with clang -target bpf")
     try:
         programs, run_config = _programs(path, plugin)
+        targets = _tail_targets(path)
     except XdphooksError as e:
         return ObjectFacts(path, digest, error=e.message, fix=e.fix)
     except Exception as e:  # noqa: BLE001 - a corrupt object must never crash planning
         return ObjectFacts(path, digest, error=f"{path} cannot be parsed: {type(e).__name__}: {e}",
                            fix="rebuild the object and reinstall")
-    return ObjectFacts(path, digest, tuple(programs), run_config)
+    return ObjectFacts(path, digest, tuple(programs), run_config, tail_targets=targets)
+
+
+def _tail_targets(path: str) -> tuple[str, ...]:
+    from .link.elf import read_elf
+    from .link.rewrite import tail_targets
+
+    return tail_targets(read_elf(path))
 
 
 def _programs(path: str, plugin: str | None = None):

@@ -42,6 +42,7 @@ class ObjectFacts:
     run_config: Mapping[str, tuple[int | None, tuple[str, ...] | None]] | None = None
     error: str = ""  # why it cannot be used; empty if fine
     fix: str = ""
+    tail_targets: tuple[str, ...] = ()  # programs its PROG_ARRAYs initialise: not entries
 
 
 @dataclass(frozen=True)
@@ -113,14 +114,15 @@ def resolve(
                     "built for another program type?)",
                     "point the declaration at an object with an XDP program"))
                 continue
-            if len(fact.programs) != 1:
+            entries = [p for p in fact.programs if p not in fact.tail_targets] or fact.programs
+            if len(entries) != 1:
                 problems.append(Problem(
                     sev, plugin,
-                    f"{prog.name}: {fact.path} has {len(fact.programs)} XDP programs "
-                    f"({', '.join(fact.programs)})",
+                    f"{prog.name}: {fact.path} has {len(entries)} XDP programs "
+                    f"({', '.join(entries)})",
                     "set XdpProgram(program=...) to the function to run"))
                 continue
-            program = fact.programs[0]
+            program = entries[0]
         elif program not in fact.programs:
             problems.append(Problem(
                 sev, plugin, f"{prog.name}: no XDP program {program!r} in {fact.path} "

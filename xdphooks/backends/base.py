@@ -203,3 +203,13 @@ def pin_map(m, path: str | None) -> None:
         return  # libbpf's own reuse check says what is wrong
     if pinned & ~m.map_flags == libbpf.BPF_F_RDONLY_PROG:
         m.set_map_flags(pinned)
+
+
+def set_frags(prog, frags: bool) -> None:
+    """A program joined to a chain (an extension of its dispatcher, a tail-call target
+    of its root) carries the chain's multi-buffer flag: the kernel wants them equal,
+    and frags-aware code also runs where packets are single-buffer."""
+    from .. import abi
+
+    flags = prog.flags & ~abi.BPF_F_XDP_HAS_FRAGS
+    prog.set_flags(flags | (abi.BPF_F_XDP_HAS_FRAGS if frags else 0))

@@ -25,9 +25,12 @@ from .. import abi
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import ChainEntry
+from ..link import elf as E
 from ..link.globals import carry
+from ..link.rewrite import tail_targets
 from .base import (BuildContext, BuiltChain, apply_constants, close_fd, data_maps,
-                   layout_warning, object_globals, pin_map, running_globals, write_globals)
+                   layout_warning, object_globals, pin_map, running_globals, set_frags,
+                   write_globals)
 from .preflight import preflight
 
 MODE = "freplace"
@@ -106,7 +109,7 @@ def load_dispatcher(path: Path, policies: list, counters: bool = True,
         for p in obj.programs():
             p.set_autoload(p.name == DISPATCHER_PROG)
             if p.name == DISPATCHER_PROG:
-                _set_frags(p, frags)
+                set_frags(p, frags)
         ro = _rodata(obj)
         ro.set_initial_value(config_blob(ro.initial_value(), policies, counters, events))
         obj.load()
@@ -131,13 +134,6 @@ def _pick_program(obj: libbpf.BpfObject, entry: ChainEntry) -> libbpf.Program:
         raise ObjectError(f"{entry.object} has {len(xdp)} XDP programs",
                           plugin=entry.plugin, fix="name one with program = ...")
     return xdp[0]
-
-
-def _set_frags(prog: libbpf.Program, frags: bool) -> None:
-    """An extension carries the same multi-buffer flag as the dispatcher it replaces
-    a slot of (frags-aware code also runs where packets are single-buffer)."""
-    flags = prog.flags & ~abi.BPF_F_XDP_HAS_FRAGS
-    prog.set_flags(flags | (abi.BPF_F_XDP_HAS_FRAGS if frags else 0))
 
 
 def single_buffer(ctx: BuildContext, entries: list[ChainEntry]) -> list[tuple[str, str]]:
@@ -170,11 +166,20 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
     try:
         prog = _pick_program(obj, entry)
         apply_constants(obj, path, entry)
+        # programs it tail-calls through a declaratively initialised PROG_ARRAY load
+        # beside it as XDP programs, and libbpf fills the array; the target's verdict
+        # returns to the dispatcher's slot (a tail call from an extension of a called
+        # global function)
+        targets = tail_targets(E.read_elf(path))
         for p in obj.programs():
-            p.set_autoload(p.ptr == prog.ptr)
+            p.set_autoload(p.ptr == prog.ptr or p.name in targets)
+            if p.name in targets and p.ptr != prog.ptr:
+                if p.type != libbpf.BPF_PROG_TYPE_XDP:
+                    p.set_type(libbpf.BPF_PROG_TYPE_XDP)
+                set_frags(p, frags)
         prog.set_type(libbpf.BPF_PROG_TYPE_EXT)
         prog.set_expected_attach_type(0)
-        _set_frags(prog, frags)
+        set_frags(prog, frags)
         prog.set_attach_target(disp_fd, slot_name(slot))
         maps: dict[str, str] = {}
         names = {m.name for m in obj.maps() if not m.internal}
@@ -213,7 +218,12 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
             link_fd = os.dup(link.fd)
         finally:
             link.destroy()
-        fresh = Fresh(entry, path, {sec: os.dup(fd) for sec, fd in data_maps(obj).items()})
+        # an array no one holds is emptied by the kernel: one the plugin does not pin
+        # is pinned with the generation
+        tails = {f"tail-{entry.name}-{m.name}": os.dup(m.fd) for m in obj.maps()
+                 if targets and m.type == libbpf.BPF_MAP_TYPE_PROG_ARRAY and m.name not in maps}
+        fresh = Fresh(entry, path, {sec: os.dup(fd) for sec, fd in data_maps(obj).items()},
+                      tails)
         return os.dup(prog.fd), link_fd, maps, fresh
     finally:
         obj.close()
@@ -226,6 +236,7 @@ class Fresh:
     entry: ChainEntry
     path: str
     data_maps: dict[str, int]
+    tail_pins: dict[str, int]  # unpinned PROG_ARRAYs it tail-calls through, by pin name
 
 
 def _carry_globals(ctx: BuildContext, fresh: list[Fresh]) -> list[str]:
@@ -296,13 +307,20 @@ def build(ctx: BuildContext) -> BuiltChain:
             if reuse:
                 try:
                     prog_fd, link_fd, maps = _reuse_component(ctx, entry, prev_pin, disp_fd, i)
+                    # its unpinned PROG_ARRAYs move to the new generation with it
+                    for pin in sorted(prev.gen_dir.glob(f"tail-{entry.name}-*")):
+                        fd = libbpf.obj_get(str(pin))
+                        built.closers.append(close_fd(fd))
+                        built.pins[pin.name] = fd
                 except KernelError:
                     # e.g. a kernel without freplace multi-attach: load it afresh
                     reuse = False
             if not reuse:
                 prog_fd, link_fd, maps, f = _load_component(ctx, entry, disp_fd, i, not single)
                 fresh.append(f)
-                built.closers += [close_fd(fd) for fd in f.data_maps.values()]
+                built.closers += [close_fd(fd) for fd in [*f.data_maps.values(),
+                                                          *f.tail_pins.values()]]
+                built.pins.update(f.tail_pins)
             built.closers.append(close_fd(prog_fd))
             built.closers.append(close_fd(link_fd))
             built.pins[f"prog-{entry.name}"] = prog_fd

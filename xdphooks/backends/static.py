@@ -25,7 +25,7 @@ from ..model import Decision, Link
 from ..link.globals import carry
 from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
-                   object_globals, pin_map, running_globals, write_globals)
+                   object_globals, pin_map, running_globals, set_frags, write_globals)
 from .preflight import CANNED
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
@@ -230,6 +230,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         for k, obj in enumerate(objs[1:], 1):  # join the segments
             libbpf.map_update(shared[abi.SEGMENTS_MAP], k.to_bytes(4, "little"),
                               obj.program(abi.ROOT_PROG).fd.to_bytes(4, "little"))
+        tail_pins = _load_tail_targets(ctx, objs, segments, entries, results, not single)
         prog_fd = objs[0].program(abi.ROOT_PROG).fd
         info, _ = libbpf.prog_info(prog_fd)
         timings["load"] = time.perf_counter() - t1
@@ -242,7 +243,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         warnings = _carry_globals(ctx, objs, [work / f"root{k}.o" for k in range(len(objs))],
                                   segments, entries, results)
         timings["preflight"] = time.perf_counter() - t2
-        pins = {"root": prog_fd, "counters": counters_fd, "events": events_fd}
+        pins = {"root": prog_fd, "counters": counters_fd, "events": events_fd, **tail_pins}
         if len(objs) > 1:
             # the segments live as long as this user reference to their prog array
             pins["segments"] = shared[abi.SEGMENTS_MAP]
@@ -258,6 +259,53 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     finally:
         for o in objs:
             o.close()
+
+
+def _load_tail_targets(ctx: BuildContext, objs, segments, entries, results,
+                       frags: bool) -> dict[str, int]:
+    """The programs a component tail-calls through a declaratively initialised
+    PROG_ARRAY, loaded from its original object as plain XDP programs beside the chain,
+    with that object's maps pointed at the chain's copies: libbpf then fills the
+    chain's PROG_ARRAY, and the targets share the component's maps. A tail call from
+    a called slot returns to the root, whose policy judges the target's verdict.
+    Returns the PROG_ARRAYs to pin with the generation when the plugin does not pin
+    them itself (an array no one holds is emptied by the kernel)."""
+    pins: dict[str, int] = {}
+    for k, seg in enumerate(segments):
+        chain_maps = {m.name: m for m in objs[k].maps()}
+        for i in seg:
+            res, entry = results[i], entries[i]
+            if not res.tail_targets:
+                continue
+            path = ctx.trusted_object(entry)
+            obj = libbpf.BpfObject(path)
+            try:
+                for p in obj.programs():
+                    p.set_autoload(p.name in res.tail_targets)
+                    if p.name in res.tail_targets:
+                        if p.type != libbpf.BPF_PROG_TYPE_XDP:
+                            p.set_type(libbpf.BPF_PROG_TYPE_XDP)
+                        set_frags(p, frags)
+                apply_constants(obj, path, entry)
+                wanted = _wanted_maps(entry, res)
+                for m in obj.maps():
+                    mine = chain_maps.get(res.original_maps.get(m.name, ""))
+                    if m.internal or mine is None:
+                        continue
+                    m.set_pin_path(None)
+                    m.reuse_fd(mine.fd)
+                    if m.type == libbpf.BPF_MAP_TYPE_PROG_ARRAY and m.name not in wanted:
+                        pins[f"tail-{entry.name}-{m.name}"] = mine.fd
+                obj.load()
+            except KernelError as e:
+                raise VerifierError(f"interface {ctx.interface}: {entry.name}'s tail-call "
+                                    f"targets ({', '.join(res.tail_targets)}) did not load: "
+                                    f"{_headline(e)}", errno=e.errno, log=e.log,
+                                    plugin=entry.plugin, detail=verifier_log(e.log or "")[-800:],
+                                    fix="fix those programs, or leave the object out") from None
+            finally:
+                obj.close()
+    return pins
 
 
 def _carry_globals(ctx: BuildContext, objs, roots: list[Path], segments, entries,

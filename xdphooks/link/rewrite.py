@@ -88,11 +88,30 @@ class RewriteResult:
     license: str = ""
     names: dict[str, str] = field(default_factory=dict)  # every renamed symbol: old -> new
     frags: bool = False  # the entry is in SEC("xdp.frags") (abi.is_frags_section)
+    #: programs of the object that its PROG_ARRAYs name in a declarative initialiser
+    #: (``.values = { [0] = (void *)&prog }``): loaded beside the chain (static.py)
+    tail_targets: tuple[str, ...] = ()
 
     @property
     def original_maps(self) -> dict[str, str]:
         """original map name -> renamed map name."""
         return {v: k for k, v in self.maps.items()}
+
+
+def _inits_prog_array(sym: E.Symbol | None) -> bool:
+    """A relocation of .maps against a function: a PROG_ARRAY's ``.values`` entry."""
+    return sym is not None and sym.type == E.STT_FUNC
+
+
+def tail_targets(elf: E.Elf) -> tuple[str, ...]:
+    """Programs the object's PROG_ARRAYs name in a declarative initialiser."""
+    maps_sec = elf.section(".maps")
+    out: list[str] = []
+    for s in elf.sections:
+        if s.type == E.SHT_REL and maps_sec is not None and s.info == maps_sec.index:
+            out += [elf.symbols[r.sym].name for r in E.parse_rels(s.data)
+                    if r.sym < len(elf.symbols) and _inits_prog_array(elf.symbols[r.sym])]
+    return tuple(dict.fromkeys(out))
 
 
 def license_of(elf: E.Elf) -> str:
@@ -313,7 +332,18 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             text_rels += remap_rels(s)
         elif s.info == esec.index:
             text_rels += remap_rels(s, shift)
+    # A PROG_ARRAY's declarative initialiser relocates .maps against programs: the
+    # copy keeps the map, the backend loads those programs beside the chain and
+    # libbpf fills the array from the original object (static.load_tail_targets).
     for s in elf.sections:
+        if s.type == E.SHT_REL and maps_sec is not None and s.info == maps_sec.index \
+                and s.index in remap:
+            kept = bytearray()
+            for r in E.parse_rels(s.data):
+                if not _inits_prog_array(old_syms[r.sym] if r.sym < len(old_syms) else None):
+                    kept += E.pack_rels([r])
+            s = E.Section(s.name, s.type, s.flags, bytes(kept), s.link, s.info, s.align,
+                          s.entsize, index=s.index)
         if s.type == E.SHT_REL and s.index in remap:
             c = out_secs[remap[s.index]]
             c.data = E.pack_rels(remap_rels(s))
@@ -390,7 +420,8 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
                  and (s.name.startswith((".data", ".rodata", ".bss")))}
     E.write_elf(out, out_secs, new_syms, elf.flags)
     return RewriteResult(out, src, entry.name, slot, fn_name, prefix, maps, data_secs, lic, names,
-                         frags=is_frags_section(esec.name))
+                         frags=is_frags_section(esec.name),
+                         tail_targets=tail_targets(elf))
 
 
 def _size(sec: E.Section) -> int:
@@ -413,5 +444,5 @@ def count_maps(elf_path: str) -> tuple[int, set[str]]:
     return n, data
 
 
-__all__ = ["rewrite", "RewriteResult", "xdp_programs", "is_xdp_section", "license_of",
+__all__ = ["rewrite", "RewriteResult", "tail_targets", "xdp_programs", "is_xdp_section", "license_of",
            "count_maps", "GPL_COMPATIBLE", "SLOT_FMT", "PREFIX_FMT", "KIND_DATASEC"]
