@@ -139,3 +139,47 @@ def test_static_tail_calls_inside_a_component(xh, veth, bpf_obj, pin_maps):
 @pytest.mark.parametrize("pin_maps", ["None", "()"])
 def test_freplace_tail_calls_inside_a_component(xh, veth, bpf_obj, pin_maps):
     tail_scenario(xh, veth, bpf_obj, "freplace", pin_maps)
+
+
+# --- several programs of one object ---------------------------------------------------------
+
+TWO_PLUGIN = textwrap.dedent("""
+    from xdphooks import XdpProgram, VerdictPolicy, hookimpl
+    @hookimpl
+    def xdphooks_programs():
+        return [XdpProgram(name="icmp", object="tail_dispatch.o", program="on_icmp",
+                           priority=10, policy=VerdictPolicy.parse("tx=log"),
+                           interfaces=({iface!r},)),
+                XdpProgram(name="udp", object="tail_dispatch.o", program="on_udp",
+                           priority=20, interfaces=({iface!r},))]
+""")
+
+
+def two_programs_scenario(xh, veth, bpf_obj, mode: str) -> None:
+    """Two programs of tests/bpf/tail_dispatch.bpf.c, each in its own slot, count into
+    the object's one `hits` map, as they would under their own loader."""
+    from xdphooks.kernel import libbpf
+
+    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+    xh.add_object(bpf_obj("tail_dispatch"), "tail_dispatch.o")
+    xh.add_plugin("two", TWO_PLUGIN.format(iface=veth.iface))
+    xh.run("reconcile")
+    veth.exec_b("ping", "-c", "3", "-i", "0.05", "-W", "1", veth.ip_a)
+    assert not (xh.bpffs / "xdphooks/maps/udp").exists()
+    with libbpf.fd_closing(libbpf.obj_get(str(xh.bpffs / "xdphooks/maps/icmp/hits"))) as fd:
+        h = hits(xh, fd)
+    assert h[2] >= 3 and h[1] >= 3, h  # both slots counted in the one map
+    status = json.loads(xh.run("status", "--json").stdout)
+    (iface,) = status["interfaces"]
+    assert [p["name"] for p in iface["programs"]] == ["icmp", "udp"]
+
+
+def test_static_two_programs_of_one_object(xh, veth, bpf_obj):
+    two_programs_scenario(xh, veth, bpf_obj, "static")
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
+                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
+def test_freplace_two_programs_of_one_object(xh, veth, bpf_obj):
+    two_programs_scenario(xh, veth, bpf_obj, "freplace")

@@ -284,6 +284,9 @@ class ChainEntry:
     digest: str = ""  # sha256 of the object file, so an upgrade is a change
     link: Link = Link.SPLICE
     constants: tuple[tuple[str, ConstantValue], ...] = ()  # const volatile values, by name
+    #: several programs of one object share its maps: those of the first by name
+    #: (its pin directory); "" for a program alone with its object
+    maps_of: str = ""
 
     def sort_key(self) -> tuple[int, str]:
         return (self.priority, self.name)
@@ -293,7 +296,8 @@ class ChainEntry:
                 "priority": self.priority, "policy": self.policy.as_dict(),
                 "pin_maps": list(self.pin_maps) if self.pin_maps is not None else None,
                 "digest": self.digest, "link": self.link.value,
-                **({"constants": constants_json(self.constants)} if self.constants else {})}
+                **({"constants": constants_json(self.constants)} if self.constants else {}),
+                **({"maps_of": self.maps_of} if self.maps_of else {})}
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,17 @@ def resolve(
                            prog.required, prog.pin_maps, fact.digest, link,
                            tuple(prog.constants or ()))
         out.append(Placed(entry, tuple(patterns)))
-    return out, problems
+    return _share_object_maps(out), problems
+
+
+def _share_object_maps(placed: list[Placed]) -> list[Placed]:
+    """Programs declared from one object share its maps, as they would in their own
+    loader: every one but the first by name pins them in that one's directory."""
+    first: dict[str, str] = {}
+    for p in placed:
+        first[p.entry.object] = min(first.get(p.entry.object, p.entry.name), p.entry.name)
+    return [Placed(replace(p.entry, maps_of=first[p.entry.object]), p.patterns)
+            if first[p.entry.object] != p.entry.name else p for p in placed]
 
 
 def _first(*values):

@@ -48,8 +48,9 @@ class BuildContext:
         copy.write_bytes(data)
         return str(copy)
 
-    def map_pin_dir(self, program: str) -> Path:
-        d = self.paths.map_pin_dir(program)
+    def map_pin_dir(self, entry: ChainEntry) -> Path:
+        """Where ``entry``'s maps are pinned (shared by the programs of one object)."""
+        d = self.paths.map_pin_dir(entry.maps_of or entry.name)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         return d
 

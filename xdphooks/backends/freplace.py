@@ -194,7 +194,7 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
             if entry.pin_maps is not None and m.name not in entry.pin_maps:
                 m.set_pin_path(None)  # also overrides LIBBPF_PIN_BY_NAME
                 continue
-            pin = str(ctx.map_pin_dir(entry.name) / m.name)
+            pin = str(ctx.map_pin_dir(entry) / m.name)
             pin_map(m, pin)
             maps[m.name] = pin
         try:
@@ -205,7 +205,7 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
                 raise ObjectError(f"{entry.name}: a pinned map no longer matches the new "
                                   f"object ({e.message})", plugin=entry.plugin,
                                   detail=_tail(log),
-                                  fix=f"remove the stale pins under {ctx.map_pin_dir(entry.name)} "
+                                  fix=f"remove the stale pins under {ctx.map_pin_dir(entry)} "
                                       "(their contents are lost)") from None
             raise VerifierError(f"{entry.name}: the kernel refused {prog.name} as an extension "
                                 f"of {slot_name(slot)} ({e.message})", plugin=entry.plugin,
@@ -271,7 +271,7 @@ def _reuse_component(ctx: BuildContext, entry: ChainEntry, prev_pin: Path, disp_
     except BaseException:
         os.close(prog_fd)
         raise
-    pin_dir = ctx.paths.map_pin_dir(entry.name)
+    pin_dir = ctx.map_pin_dir(entry)
     maps = {}
     if entry.pin_maps is None or entry.pin_maps:
         try:

@@ -4,7 +4,7 @@ build() rewrites every entry's object into ctx.workdir (xdphooks.link.rewrite),
 links them after the prebuilt rootlet with libbpf's static linker, generates
 the root program for this chain (xdphooks.link.splice: each slot spliced inline
 or called, its policy compiled into the code), pins each component's
-persistent maps under ``ctx.map_pin_dir(name)/<original map name>``, loads,
+persistent maps under ``ctx.map_pin_dir(entry)/<original map name>``, loads,
 and pre-flights the program with BPF_PROG_TEST_RUN on canned packets. A
 spliced chain the verifier refuses is retried with every slot called.
 """
@@ -436,7 +436,7 @@ def _load(ctx: BuildContext, path: Path, entries, results,
                 m = by_name.get(renamed)
                 if m is not None:
                     # None also overrides LIBBPF_PIN_BY_NAME for maps not kept
-                    pin_map(m, str(ctx.map_pin_dir(entry.name) / orig)
+                    pin_map(m, str(ctx.map_pin_dir(entry) / orig)
                             if orig in wanted else None)
         for name in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,):
             by_name[name].set_pin_path(None)
@@ -462,7 +462,7 @@ def _wanted_maps(entry, res) -> set[str]:
 
 def _pins(ctx: BuildContext, entries, results) -> dict[str, dict[str, str]]:
     """program -> original map name -> pinned path."""
-    return {e.name: {orig: str(ctx.map_pin_dir(e.name) / orig)
+    return {e.name: {orig: str(ctx.map_pin_dir(e) / orig)
                      for orig in sorted(_wanted_maps(e, r))}
             for e, r in zip(entries, results)}
 

@@ -198,7 +198,12 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             dropped.add(s.index)
         elif _is_prog_section(s) and s.index != esec.index:
             dropped.add(s.index)  # other programs: not part of this slot
+    maps_idx = elf.section(".maps").index if elf.section(".maps") is not None else -1
     for s in elf.sections:  # relocation sections follow their target
+        if s.type == E.SHT_REL and s.info == maps_idx and all(
+                r.sym < len(elf.symbols) and _inits_prog_array(elf.symbols[r.sym])
+                for r in E.parse_rels(s.data)):
+            dropped.add(s.index)  # only PROG_ARRAY initialisers (an empty one crashes libbpf)
         if s.type == E.SHT_REL and (s.info in dropped or s.info == esec.index
                                     or (text is not None and s.info == text.index)):
             dropped.add(s.index)
