@@ -44,11 +44,14 @@ def devmap_scenario(xh, veth, bpf_obj, mode: str) -> None:
     pin = xh.bpffs / "xdphooks/maps/fwd/tx_port"
     ifindex = json.loads(sh("ip", "-j", "-n", veth.ns_a, "link", "show", veth.dev_a)
                          .stdout)[0]["ifindex"]
+    from xdphooks.kernel.netns import netns
+
     with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
         info = libbpf.map_info(fd)
         assert info.map_flags & libbpf.BPF_F_RDONLY_PROG, hex(info.map_flags)  # the premise
         map_id = info.id
-        libbpf.map_update(fd, struct.pack("<I", 0), struct.pack("<I", ifindex))
+        with netns(veth.ns_a):  # a DEVMAP takes an ifindex of the updater's namespace
+            libbpf.map_update(fd, struct.pack("<I", 0), struct.pack("<I", ifindex))
     for n in range(2):  # relinks: the DEVMAP pin is reused, its entry kept
         xh.add_plugin(f"c{n}", PLUGIN.format(name=f"c{n}", obj="count_pass.o", prio=20 + n,
                                              iface=veth.iface))

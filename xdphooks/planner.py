@@ -150,13 +150,16 @@ def resolve(
 
 
 def _share_object_maps(placed: list[Placed]) -> list[Placed]:
-    """Programs declared from one object share its maps, as they would in their own
-    loader: every one but the first by name pins them in that one's directory."""
-    first: dict[str, str] = {}
+    """Different programs of one object share its maps, as they would under their own
+    loader: every one but the first by name pins them in that one's directory. The
+    same program declared twice is two instances, each with maps of its own."""
+    group: dict[str, list[ChainEntry]] = {}
     for p in placed:
-        first[p.entry.object] = min(first.get(p.entry.object, p.entry.name), p.entry.name)
+        group.setdefault(p.entry.object, []).append(p.entry)
+    first = {obj: min(e.name for e in es) for obj, es in group.items()
+             if len(es) > 1 and len({e.program for e in es}) == len(es)}
     return [Placed(replace(p.entry, maps_of=first[p.entry.object]), p.patterns)
-            if first[p.entry.object] != p.entry.name else p for p in placed]
+            if first.get(p.entry.object, p.entry.name) != p.entry.name else p for p in placed]
 
 
 def _first(*values):

@@ -154,9 +154,11 @@ def single_buffer(ctx: BuildContext, entries: list[ChainEntry]) -> list[tuple[st
 
 
 def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: int,
-                    frags: bool = False) -> tuple[int, int, dict[str, str], "Fresh"]:
+                    frags: bool = False, fresh: bool = False
+                    ) -> tuple[int, int, dict[str, str], "Fresh"]:
     """Load ``entry`` fresh as an extension of ``slot``; returns (prog fd, link fd, maps,
-    what its globals need after pre-flight)."""
+    what its globals need). ``fresh``: with maps of its own, not the pinned ones (the
+    pre-flight's trial copy)."""
     path = ctx.trusted_object(entry)
     try:
         obj = libbpf.BpfObject(path)
@@ -195,7 +197,7 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
                 m.set_pin_path(None)  # also overrides LIBBPF_PIN_BY_NAME
                 continue
             pin = str(ctx.map_pin_dir(entry) / m.name)
-            pin_map(m, pin)
+            pin_map(m, None if fresh else pin)
             maps[m.name] = pin
         try:
             obj.load()
@@ -289,6 +291,7 @@ def build(ctx: BuildContext) -> BuiltChain:
         raise ObjectError("an empty chain has nothing to build")
     disp_path = pick_dispatcher(Path(ctx.data_dir), len(entries))
     single = single_buffer(ctx, entries)
+    _preflight(ctx, entries, disp_path, single)
     built = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={}, single_buffer=single)
     try:
         disp_fd, cnt_fd, ev_fd = load_dispatcher(disp_path, entries, counters=ctx.counters,
@@ -328,7 +331,6 @@ def build(ctx: BuildContext) -> BuiltChain:
             built.maps[entry.name] = maps
             built.slot_prog_ids.append(libbpf.prog_info(prog_fd)[0].id)
             built.slot_links.append({"link": MODE, "reason": ""})
-        _preflight(ctx, built, ev_fd, cnt_fd)
         built.warnings += _carry_globals(ctx, fresh)
         return built
     except BaseException:
@@ -336,18 +338,27 @@ def build(ctx: BuildContext) -> BuiltChain:
         raise
 
 
-def _preflight(ctx: BuildContext, built: BuiltChain, ev_fd: int, cnt_fd: int) -> None:
-    verdicts = preflight(ctx, built)
+def _preflight(ctx: BuildContext, entries: list[ChainEntry], disp_path: Path,
+               single: list) -> None:
+    """Pre-flight on a trial copy: a dispatcher of its own with every component loaded
+    afresh against maps of its own, test-run, then released. The canned packets never
+    reach the running programs' maps or globals, nor the new chain's counters; the
+    trial also proves every slot is replaced."""
+    trial = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={})
+    try:
+        disp_fd, cnt_fd, ev_fd = load_dispatcher(disp_path, entries, counters=ctx.counters,
+                                                 frags=not single)
+        trial.prog_fd = disp_fd
+        trial.closers += [close_fd(fd) for fd in (disp_fd, cnt_fd, ev_fd)]
+        for i, entry in enumerate(entries):
+            prog_fd, link_fd, _, f = _load_component(ctx, entry, disp_fd, i, not single,
+                                                     fresh=True)
+            trial.closers += [close_fd(fd) for fd in (prog_fd, link_fd, *f.data_maps.values(),
+                                                      *f.tail_pins.values())]
+        verdicts = preflight(ctx, trial)
+    finally:
+        trial.close()
     if any(v == STUB_RETVAL for v in verdicts.values()):
         raise KernelError(f"pre-flight of the new chain for {ctx.interface}: a dispatcher "
                           f"slot ran unreplaced (verdicts {verdicts})", errno=_errno.EINVAL,
                           fix="the old chain keeps running; report this as a bug")
-    # The canned packets are not traffic: forget what they did to the
-    # dispatcher's own counters and events.
-    abi.zero_counters(cnt_fd)
-    try:
-        from ..counters import read_events
-
-        read_events(ev_fd, limit=1 << 20)
-    except Exception:  # noqa: BLE001 - events are best effort
-        pass

@@ -213,36 +213,30 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         _link(ctx, linked[-1], rootlet, [results[i] for i in seg], entries)
     timings["rewrite_link"] = time.perf_counter() - t0
 
+    def load(fresh: bool):
+        return _load_chain(ctx, linked, segments, entries, results, not single, fresh)
+
+    # Pre-flight runs a trial copy of the chain whose maps and globals are all its own:
+    # the canned packets leave no trace in any program's pinned maps or globals.
+    t2 = time.perf_counter()
+    if preflight:
+        trial, _, _, _ = load(fresh=True)
+        try:
+            preflight_check(ctx, trial[0].program(abi.ROOT_PROG).fd, entries)
+        finally:
+            for o in trial:
+                o.close()
+    timings["preflight"] = time.perf_counter() - t2
+
     t1 = time.perf_counter()
-    objs: list = []
-    links: list[splice.Linked] = []
+    objs, links, shared, tail_pins = load(fresh=False)
     try:
-        shared: dict[str, int] = {}
-        for k, seg in enumerate(segments):
-            nxt = k + 1 if k + 1 < len(segments) else None
-            obj, seg_links = _load_segment(ctx, linked[k], work / f"root{k}.o", seg, nxt,
-                                           entries, results, shared, frags=not single)
-            objs.append(obj)
-            links += seg_links
-            if k == 0:
-                by_name = {m.name: m for m in obj.maps()}
-                shared = {n: by_name[n].fd for n in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,)}
-        for k, obj in enumerate(objs[1:], 1):  # join the segments
-            libbpf.map_update(shared[abi.SEGMENTS_MAP], k.to_bytes(4, "little"),
-                              obj.program(abi.ROOT_PROG).fd.to_bytes(4, "little"))
-        tail_pins = _load_tail_targets(ctx, objs, segments, entries, results, not single)
         prog_fd = objs[0].program(abi.ROOT_PROG).fd
         info, _ = libbpf.prog_info(prog_fd)
-        timings["load"] = time.perf_counter() - t1
-
-        t2 = time.perf_counter()
         counters_fd, events_fd = shared[abi.COUNTERS_MAP], shared[abi.EVENTS_MAP]
-        if preflight:
-            preflight_check(ctx, prog_fd, entries)
-            reset_after_preflight(counters_fd, events_fd, len(entries))
         warnings = _carry_globals(ctx, objs, [work / f"root{k}.o" for k in range(len(objs))],
                                   segments, entries, results)
-        timings["preflight"] = time.perf_counter() - t2
+        timings["load"] = time.perf_counter() - t1
         pins = {"root": prog_fd, "counters": counters_fd, "events": events_fd, **tail_pins}
         if len(objs) > 1:
             # the segments live as long as this user reference to their prog array
@@ -259,6 +253,36 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     finally:
         for o in objs:
             o.close()
+
+
+def _load_chain(ctx: BuildContext, linked: list[Path], segments, entries, results, frags: bool,
+                fresh: bool):
+    """Load every segment, join them, load the tail-call targets: (objects, how each slot
+    is linked, the chain's shared map fds, PROG_ARRAYs to pin). ``fresh``: with maps of
+    its own instead of the pinned ones (pre-flight's trial copy)."""
+    work = Path(ctx.workdir)
+    objs: list = []
+    links: list[splice.Linked] = []
+    try:
+        shared: dict[str, int] = {}
+        for k, seg in enumerate(segments):
+            nxt = k + 1 if k + 1 < len(segments) else None
+            obj, seg_links = _load_segment(ctx, linked[k], work / f"root{k}.o", seg, nxt,
+                                           entries, results, shared, frags, fresh)
+            objs.append(obj)
+            links += seg_links
+            if k == 0:
+                by_name = {m.name: m for m in obj.maps()}
+                shared = {n: by_name[n].fd for n in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,)}
+        for k, obj in enumerate(objs[1:], 1):  # join the segments
+            libbpf.map_update(shared[abi.SEGMENTS_MAP], k.to_bytes(4, "little"),
+                              obj.program(abi.ROOT_PROG).fd.to_bytes(4, "little"))
+        tail_pins = _load_tail_targets(ctx, objs, segments, entries, results, frags)
+        return objs, links, shared, tail_pins
+    except BaseException:
+        for o in objs:
+            o.close()
+        raise
 
 
 def _load_tail_targets(ctx: BuildContext, objs, segments, entries, results,
@@ -378,14 +402,14 @@ def _link(ctx: BuildContext, out: Path, rootlet: Path, results, entries) -> None
 
 def _load_segment(ctx: BuildContext, linked: Path, root: Path, seg: list[int],
                   next_segment: int | None, entries, results, shared: dict[str, int],
-                  frags: bool = False):
+                  frags: bool = False, fresh: bool = False):
     """Generate and load one segment's root; a spliced root the verifier refuses is
     retried with every slot called (the verifier is the judge, and each slot says why)."""
     seg_entries = [entries[i] for i in seg]
     seg_results = [results[i] for i in seg]
     links = _generate_root(ctx, linked, root, seg, next_segment)
     try:
-        return _load(ctx, root, seg_entries, seg_results, shared, frags), links
+        return _load(ctx, root, seg_entries, seg_results, shared, frags, fresh), links
     except KernelError as e:
         if not any(ln.link == "spliced" for ln in links):
             raise _verifier_error(ctx, e, results) from None
@@ -394,7 +418,7 @@ def _load_segment(ctx: BuildContext, linked: Path, root: Path, seg: list[int],
     links = [splice.Linked("called", f"the verifier refused the spliced chain: {headline}")
              if entries[i].link is Link.SPLICE else ln for i, ln in zip(seg, links)]
     try:
-        return _load(ctx, root, seg_entries, seg_results, shared, frags), links
+        return _load(ctx, root, seg_entries, seg_results, shared, frags, fresh), links
     except KernelError as e:
         raise _verifier_error(ctx, e, results) from None
 
@@ -416,8 +440,8 @@ def _headline(err: KernelError) -> str:
     return lines[-1].strip() if lines else err.message
 
 
-def _load(ctx: BuildContext, path: Path, entries, results,
-          shared: dict[str, int], frags: bool = False) -> "libbpf.BpfObject":
+def _load(ctx: BuildContext, path: Path, entries, results, shared: dict[str, int],
+          frags: bool = False, fresh: bool = False) -> "libbpf.BpfObject":
     """Open ``path``, point each component's persistent maps at their pins and the
     chain's own maps at those of the first segment (``shared``), load (with
     BPF_F_XDP_HAS_FRAGS when ``frags``)."""
@@ -437,7 +461,7 @@ def _load(ctx: BuildContext, path: Path, entries, results,
                 if m is not None:
                     # None also overrides LIBBPF_PIN_BY_NAME for maps not kept
                     pin_map(m, str(ctx.map_pin_dir(entry) / orig)
-                            if orig in wanted else None)
+                            if orig in wanted and not fresh else None)
         for name in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,):
             by_name[name].set_pin_path(None)
             if name in shared:
