@@ -9,6 +9,7 @@ and checks that both sides agree.
 
 from __future__ import annotations
 
+import enum
 import struct
 
 #: XDP return codes (enum xdp_action)
@@ -24,6 +25,21 @@ VERSION = 1
 
 # decision codes (XDPH_CONTINUE, XDPH_RETURN, XDPH_LOG)
 DECISION_CONTINUE, DECISION_RETURN, DECISION_LOG = 0, 1, 2
+
+
+class Decision(str, enum.Enum):
+    """What the chain does with one program's verdict (a policy's word for a code)."""
+
+    CONTINUE = "continue"  #: run the next program
+    RETURN = "return"  #: the chain ends with this verdict
+    LOG = "log"  #: record an event naming program and verdict, then continue
+
+    def __str__(self) -> str:  # pragma: no cover - cosmetic
+        return self.value
+
+
+DECISION_CODES = {Decision.CONTINUE: DECISION_CONTINUE, Decision.RETURN: DECISION_RETURN,
+                  Decision.LOG: DECISION_LOG}
 # policy indexes: the XDP action values, then "unknown" for anything else
 POLICY_KEYS: tuple[str, ...] = ("aborted", "drop", "pass", "tx", "redirect", "unknown")
 POL_UNKNOWN = 5

@@ -39,17 +39,6 @@ def constants_json(constants) -> dict:
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 1000, 50
 
 
-class Decision(str, enum.Enum):
-    """What the rootlet does with one program's verdict."""
-
-    CONTINUE = "continue"  #: run the next program
-    RETURN = "return"  #: the chain ends with this verdict
-    LOG = "log"  #: record an event naming program and verdict, then continue
-
-    def __str__(self) -> str:  # pragma: no cover - cosmetic
-        return self.value
-
-
 class Link(str, enum.Enum):
     """How the static backend places a program in the root program."""
 
@@ -60,10 +49,7 @@ class Link(str, enum.Enum):
         return self.value
 
 
-from . import abi as _abi  # noqa: E402 - after the enums it does not need
-
-DECISION_CODES = {Decision.CONTINUE: _abi.DECISION_CONTINUE, Decision.RETURN: _abi.DECISION_RETURN,
-                  Decision.LOG: _abi.DECISION_LOG}
+from .abi import DECISION_CODES, Decision  # noqa: E402,F401 - re-exported: the model's words
 
 
 @dataclass(frozen=True)
