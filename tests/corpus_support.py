@@ -210,9 +210,6 @@ def _tut(name: str) -> Source:
 
 KATRAN = Source("katran/katran/lib/bpf/balancer.bpf.c", ("katran",))
 
-NO_XDP_SECTION = Expect(r"is not an XDP program \(section is not SEC\(\"xdp\"\)\)",
-                        "its section name (redirect_map_N) names no program type; libbpf "
-                        "only loads it after bpf_program__set_type(XDP)")
 NO_LICENCE = Expect(r"licence no licence is not GPL-compatible",
                     "the object has no license section; the static chain is one GPL program")
 
@@ -243,7 +240,7 @@ CASES: list[Case] = [
     Case("devmap_redir", "xdp_redir_prog", _sel("test_xdp_with_devmap_helpers.c"),
          setup=setup_devmap_helpers),
     Case("redirect_map_0", "xdp_redirect_map_0", _sel("xdp_redirect_map.c"),
-         setup=setup_redirect_map, static=NO_XDP_SECTION),
+         setup=setup_redirect_map),
     Case("synproxy", "syncookie_xdp", _sel("xdp_synproxy_kern.c", vmlinux=True),
          standalone=SYNPROXY_UNLOADABLE,
          vm_skip="it does not load standalone (checked on the host), and its 1M-instruction "

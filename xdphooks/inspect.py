@@ -42,20 +42,24 @@ def inspect(path: str, plugin: str | None = None) -> ObjectFacts:
                            "not BPF", fix="build it with clang -target bpf")
     try:
         programs, run_config = _programs(path, plugin)
-        targets = _tail_targets(path)
+        targets, untyped = _elf_facts(path, programs)
     except XdphooksError as e:
         return ObjectFacts(path, digest, error=e.message, fix=e.fix)
     except Exception as e:  # noqa: BLE001 - a corrupt object must never crash planning
         return ObjectFacts(path, digest, error=f"{path} cannot be parsed: {type(e).__name__}: {e}",
                            fix="rebuild the object and reinstall")
-    return ObjectFacts(path, digest, tuple(programs), run_config, tail_targets=targets)
+    return ObjectFacts(path, digest, tuple(programs), run_config, tail_targets=targets,
+                       untyped=untyped)
 
 
-def _tail_targets(path: str) -> tuple[str, ...]:
+def _elf_facts(path: str, programs) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(programs its PROG_ARRAYs initialise, programs in sections of no type)."""
     from .link.elf import read_elf
-    from .link.rewrite import tail_targets
+    from .link.rewrite import tail_targets, xdp_programs
 
-    return tail_targets(read_elf(path))
+    elf = read_elf(path)
+    return tail_targets(elf), tuple(p.name for p in xdp_programs(elf, untyped=True)
+                                    if p.name not in programs)
 
 
 def _programs(path: str, plugin: str | None = None):

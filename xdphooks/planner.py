@@ -43,6 +43,7 @@ class ObjectFacts:
     error: str = ""  # why it cannot be used; empty if fine
     fix: str = ""
     tail_targets: tuple[str, ...] = ()  # programs its PROG_ARRAYs initialise: not entries
+    untyped: tuple[str, ...] = ()  # programs in sections of no type: XDP when named
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def resolve(
                     "set XdpProgram(program=...) to the function to run"))
                 continue
             program = entries[0]
-        elif program not in fact.programs:
+        elif program not in fact.programs and program not in fact.untyped:
             problems.append(Problem(
                 sev, plugin, f"{prog.name}: no XDP program {program!r} in {fact.path} "
                 f"(found: {', '.join(fact.programs) or 'none'})",

@@ -64,13 +64,31 @@ class ProgramInfo:
     index: int = 0  # of the section
 
 
-def xdp_programs(elf: E.Elf) -> list[ProgramInfo]:
+#: section names (before any "/" or ".") by which libbpf 1.1 knows a program type other
+#: than XDP; a program in a section named otherwise has no type until its loader sets one
+_OTHER_TYPES = frozenset("""
+    socket sk_reuseport kprobe uprobe kretprobe uretprobe ksyscall kretsyscall usdt tc
+    classifier action tracepoint tp raw_tracepoint raw_tp tp_btf fentry fmod_ret fexit
+    freplace lsm iter syscall perf_event lwt_in lwt_out lwt_xmit lwt_seg6local sockops
+    sk_skb sk_msg lirc_mode2 flow_dissector cgroup_skb cgroup struct_ops sk_lookup
+    netfilter tcx netkit""".split())
+
+
+def _untyped_section(name: str) -> bool:
+    return not is_xdp_section(name) and name.split("/")[0].split(".")[0] not in _OTHER_TYPES
+
+
+def xdp_programs(elf: E.Elf, untyped: bool = False) -> list[ProgramInfo]:
+    """The object's XDP programs; with ``untyped``, also those in sections no program
+    type claims (e.g. SEC("redirect_map_0")): a plugin that names one takes it as XDP,
+    as its own loader does with bpf_program__set_type()."""
     out = []
     for sym in elf.symbols:
         if sym.type != E.STT_FUNC or sym.shndx in (E.SHN_UNDEF,) or sym.shndx >= len(elf.sections):
             continue
         sec = elf.sections[sym.shndx]
-        if _is_prog_section(sec) and is_xdp_section(sec.name) and sym.bind != E.STB_LOCAL:
+        if _is_prog_section(sec) and sym.bind != E.STB_LOCAL and (
+                is_xdp_section(sec.name) or untyped and _untyped_section(sec.name)):
             out.append(ProgramInfo(sym.name, sec.name, sec.index))
     return out
 
@@ -173,7 +191,7 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
                        "name one with program = \"...\" in the plugin declaration")
         entry = progs[0]
     else:
-        cand = [p for p in progs if p.name == program]
+        cand = [p for p in xdp_programs(elf, untyped=True) if p.name == program]
         if not cand:
             others = [s.name for s in elf.symbols if s.name == program and s.type == E.STT_FUNC]
             why = ("is not an XDP program (section is not SEC(\"xdp\"))" if others
