@@ -380,7 +380,8 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
         progs = obs.record.programs if obs.record else []
         previous = PreviousChain(pdir, {p.name: p.digest for p in progs},
                                  {p.name: p.slot for p in progs},
-                                 obs.record.mode if obs.record else "")
+                                 obs.record.mode if obs.record else "",
+                                 {p.name: p.constants for p in progs})
     os.makedirs(sess.paths.run_dir, mode=0o700, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=sess.paths.run_dir))
     ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous)

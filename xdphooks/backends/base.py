@@ -21,6 +21,14 @@ class PreviousChain:
     digests: dict[str, str]  # program name -> object digest it was built from
     slots: dict[str, int] = field(default_factory=dict)  # program name -> its slot there
     mode: str = ""  # the backend that built it (globals carry over within one backend)
+    constants: dict[str, dict] = field(default_factory=dict)  # program -> its constants
+
+    def same_load(self, entry: ChainEntry) -> bool:
+        """Would ``entry`` load as the program it ran as (same object, same constants)?"""
+        from ..model import constants_json
+
+        return (bool(entry.digest) and self.digests.get(entry.name) == entry.digest
+                and self.constants.get(entry.name, {}) == constants_json(entry.constants))
 
 
 @dataclass
@@ -214,3 +222,37 @@ def set_frags(prog, frags: bool) -> None:
 
     flags = prog.flags & ~abi.BPF_F_XDP_HAS_FRAGS
     prog.set_flags(flags | (abi.BPF_F_XDP_HAS_FRAGS if frags else 0))
+
+
+def load_tail_targets(path: str, entry: ChainEntry, targets: tuple[str, ...],
+                      map_fds: dict[str, int], frags: bool) -> None:
+    """Load the programs ``entry``'s object tail-calls through declaratively initialised
+    PROG_ARRAYs, from the original object at ``path``, as plain XDP programs with the
+    chain's multi-buffer flag; its maps are pointed at the chain's copies (``map_fds``,
+    by the object's map names), so libbpf fills the chain's arrays and the targets share
+    the entry's maps. The arrays hold the programs once the object is closed."""
+    from ..errors import KernelError, VerifierError
+    from ..kernel import libbpf
+
+    obj = libbpf.BpfObject(path)
+    try:
+        for p in obj.programs():
+            p.set_autoload(p.name in targets)
+            if p.name in targets:
+                if p.type != libbpf.BPF_PROG_TYPE_XDP:
+                    p.set_type(libbpf.BPF_PROG_TYPE_XDP)
+                set_frags(p, frags)
+        apply_constants(obj, path, entry)
+        for m in obj.maps():
+            if not m.internal and m.name in map_fds:
+                m.set_pin_path(None)
+                m.reuse_fd(map_fds[m.name])
+        obj.load()
+    except KernelError as e:
+        tail = "\n".join((e.log or "").strip().splitlines()[-6:])
+        raise VerifierError(f"{entry.name}: the programs it tail-calls ({', '.join(targets)}) "
+                            f"did not load: {e.message}", errno=e.errno, log=e.log,
+                            plugin=entry.plugin, detail=tail,
+                            fix="fix those programs, or leave the object out") from None
+    finally:
+        obj.close()

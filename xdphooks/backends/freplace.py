@@ -27,10 +27,10 @@ from ..kernel import libbpf
 from ..model import ChainEntry
 from ..link import elf as E
 from ..link.globals import carry
-from ..link.rewrite import tail_targets
+from ..link.rewrite import tail_targets, without_prog_array_inits
 from .base import (BuildContext, BuiltChain, apply_constants, close_fd, data_maps,
-                   layout_warning, object_globals, pin_map, running_globals, set_frags,
-                   write_globals)
+                   layout_warning, load_tail_targets, object_globals, pin_map,
+                   running_globals, set_frags, write_globals)
 from .preflight import preflight
 
 MODE = "freplace"
@@ -160,25 +160,28 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
     what its globals need). ``fresh``: with maps of its own, not the pinned ones (the
     pre-flight's trial copy)."""
     path = ctx.trusted_object(entry)
+    elf = E.read_elf(path)
+    # Programs it tail-calls through a declaratively initialised PROG_ARRAY load after
+    # it, from the original object (load_tail_targets); the extension itself loads from
+    # a copy without the initialisers, which would name programs it does not load. The
+    # target's verdict returns to the dispatcher's slot (a tail call from an extension
+    # of a called global function).
+    targets = tail_targets(elf)
+    ext_path = path
+    if targets:
+        ext_path = path + ".ext.o"
+        with open(ext_path, "wb") as f:
+            f.write(without_prog_array_inits(open(path, "rb").read(), elf))
     try:
-        obj = libbpf.BpfObject(path)
+        obj = libbpf.BpfObject(ext_path)
     except KernelError as e:
         raise ObjectError(f"{entry.name}: cannot open {entry.object}: {e.message}",
                           plugin=entry.plugin) from None
     try:
         prog = _pick_program(obj, entry)
         apply_constants(obj, path, entry)
-        # programs it tail-calls through a declaratively initialised PROG_ARRAY load
-        # beside it as XDP programs, and libbpf fills the array; the target's verdict
-        # returns to the dispatcher's slot (a tail call from an extension of a called
-        # global function)
-        targets = tail_targets(E.read_elf(path))
         for p in obj.programs():
-            p.set_autoload(p.ptr == prog.ptr or p.name in targets)
-            if p.name in targets and p.ptr != prog.ptr:
-                if p.type != libbpf.BPF_PROG_TYPE_XDP:
-                    p.set_type(libbpf.BPF_PROG_TYPE_XDP)
-                set_frags(p, frags)
+            p.set_autoload(p.ptr == prog.ptr)
         prog.set_type(libbpf.BPF_PROG_TYPE_EXT)
         prog.set_expected_attach_type(0)
         set_frags(prog, frags)
@@ -215,6 +218,9 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
                                 fix="fix the program (see the verifier's last lines; it must be "
                                     "int f(struct xdp_md *) built with BTF, clang -g) and "
                                     "rebuild the object") from None
+        if targets:
+            load_tail_targets(path, entry, targets, {m.name: m.fd for m in obj.maps()
+                                                     if not m.internal}, frags)
         link = prog.attach_freplace(disp_fd, slot_name(slot))
         try:
             link_fd = os.dup(link.fd)
@@ -304,9 +310,7 @@ def build(ctx: BuildContext) -> BuiltChain:
         fresh: list[Fresh] = []
         for i, entry in enumerate(entries):
             prev_pin = prev.gen_dir / f"prog-{entry.name}" if prev else None
-            reuse = (prev is not None and bool(entry.digest)
-                     and prev.digests.get(entry.name) == entry.digest
-                     and prev_pin is not None and prev_pin.exists())
+            reuse = prev is not None and prev.same_load(entry) and prev_pin.exists()
             if reuse:
                 try:
                     prog_fd, link_fd, maps = _reuse_component(ctx, entry, prev_pin, disp_fd, i)

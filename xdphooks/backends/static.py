@@ -25,7 +25,8 @@ from ..model import Decision, Link
 from ..link.globals import carry
 from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
-                   object_globals, pin_map, running_globals, set_frags, write_globals)
+                   load_tail_targets, object_globals, pin_map, running_globals,
+                   write_globals)
 from .preflight import CANNED
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
@@ -301,34 +302,17 @@ def _load_tail_targets(ctx: BuildContext, objs, segments, entries, results,
             res, entry = results[i], entries[i]
             if not res.tail_targets:
                 continue
-            path = ctx.trusted_object(entry)
-            obj = libbpf.BpfObject(path)
-            try:
-                for p in obj.programs():
-                    p.set_autoload(p.name in res.tail_targets)
-                    if p.name in res.tail_targets:
-                        if p.type != libbpf.BPF_PROG_TYPE_XDP:
-                            p.set_type(libbpf.BPF_PROG_TYPE_XDP)
-                        set_frags(p, frags)
-                apply_constants(obj, path, entry)
-                wanted = _wanted_maps(entry, res)
-                for m in obj.maps():
-                    mine = chain_maps.get(res.original_maps.get(m.name, ""))
-                    if m.internal or mine is None:
-                        continue
-                    m.set_pin_path(None)
-                    m.reuse_fd(mine.fd)
-                    if m.type == libbpf.BPF_MAP_TYPE_PROG_ARRAY and m.name not in wanted:
-                        pins[f"tail-{entry.name}-{m.name}"] = mine.fd
-                obj.load()
-            except KernelError as e:
-                raise VerifierError(f"interface {ctx.interface}: {entry.name}'s tail-call "
-                                    f"targets ({', '.join(res.tail_targets)}) did not load: "
-                                    f"{_headline(e)}", errno=e.errno, log=e.log,
-                                    plugin=entry.plugin, detail=verifier_log(e.log or "")[-800:],
-                                    fix="fix those programs, or leave the object out") from None
-            finally:
-                obj.close()
+            wanted = _wanted_maps(entry, res)
+            map_fds = {}
+            for orig, renamed in res.original_maps.items():
+                mine = chain_maps.get(renamed)
+                if mine is None:
+                    continue
+                map_fds[orig] = mine.fd
+                if mine.type == libbpf.BPF_MAP_TYPE_PROG_ARRAY and orig not in wanted:
+                    pins[f"tail-{entry.name}-{orig}"] = mine.fd
+            load_tail_targets(ctx.trusted_object(entry), entry, res.tail_targets, map_fds,
+                              frags)
     return pins
 
 

@@ -132,6 +132,29 @@ def tail_targets(elf: E.Elf) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def without_prog_array_inits(data: bytes, elf: E.Elf) -> bytes:
+    """The object's bytes with its PROG_ARRAY initialisers' relocations taken out of
+    the relocation sections of .maps, in place (code, maps and BTF untouched): for a
+    loader that fills the arrays itself (libbpf 1.1 fails a load whose initialiser
+    names a program it does not load)."""
+    maps_sec = elf.section(".maps")
+    if maps_sec is None:
+        return data
+    buf = bytearray(data)
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    shentsize = int.from_bytes(data[0x3a:0x3c], "little")
+    for s in elf.sections:
+        if s.type != E.SHT_REL or s.info != maps_sec.index:
+            continue
+        kept = E.pack_rels([r for r in E.parse_rels(s.data) if not _inits_prog_array(
+            elf.symbols[r.sym] if r.sym < len(elf.symbols) else None)])
+        hdr = shoff + s.index * shentsize
+        off = int.from_bytes(buf[hdr + 0x18:hdr + 0x20], "little")
+        buf[off:off + len(kept)] = kept
+        buf[hdr + 0x20:hdr + 0x28] = len(kept).to_bytes(8, "little")  # sh_size
+    return bytes(buf)
+
+
 def license_of(elf: E.Elf) -> str:
     sec = elf.section("license")
     if sec is None:
