@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,12 @@ class VethPair:
 
     def exec_b(self, *argv: str, **kw):
         return sh("ip", "netns", "exec", self.ns_b, *argv, **kw)
+
+    def attached_id(self) -> int:
+        """Id of the XDP program on the chain side (0: none), as ip link shows it."""
+        link = json.loads(sh("ip", "-j", "-n", self.ns_a, "link", "show", "dev",
+                             self.dev_a).stdout)[0]
+        return (link.get("xdp") or {}).get("prog", {}).get("id", 0)
 
 
 def make_veth_pair(tag: str = "t") -> VethPair:
@@ -215,3 +223,24 @@ def build_test_object(name: str) -> Path:
 @pytest.fixture(scope="session")
 def bpf_obj():
     return build_test_object
+
+
+#: a drop-in plugin declaring one program; extra XdpProgram fields go in ``extra``
+#: (Python source, e.g. "constants={'x': 1}")
+ONE_PROGRAM_PLUGIN = textwrap.dedent("""
+    from xdphooks import XdpProgram, VerdictPolicy, hookimpl
+    @hookimpl
+    def xdphooks_programs():
+        return [XdpProgram(name={name!r}, object={obj!r}, priority={prio},
+                           interfaces=({iface!r},), {extra})]
+""")
+
+
+def one_program(name: str, obj: str, prio: int, iface: str, extra: str = "") -> str:
+    return ONE_PROGRAM_PLUGIN.format(name=name, obj=obj, prio=prio, iface=iface, extra=extra)
+
+
+def mode_config(mode: str) -> str:
+    """xdphooks.toml for a backend test: freplace tests run in skb mode (as the rest of
+    the VM suite), static ones natively."""
+    return f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else "")

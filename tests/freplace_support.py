@@ -39,6 +39,12 @@ vm_only = [
                        "tests/test_vm_harness.py does that"),
 ]
 
+#: one test for each backend: static on the host, freplace inside the VM
+both_modes = pytest.mark.parametrize("mode", [
+    pytest.param("static"),
+    pytest.param("freplace", marks=vm_only),
+])
+
 XDP = {"aborted": 0, "drop": 1, "pass": 2, "tx": 3, "redirect": 4}
 PKT_LEN = 160
 

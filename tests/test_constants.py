@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
-import textwrap
 
 import pytest
 
-from conftest import sh
-from freplace_support import IN_VM
+from conftest import mode_config, one_program
+from freplace_support import both_modes
 from xdphooks.link import constants
-from xdphooks.link.btf import Btf
 from xdphooks.link import elf as E
-
-PLUGIN = textwrap.dedent("""
-    from xdphooks import XdpProgram, hookimpl
-    @hookimpl
-    def xdphooks_programs():
-        return [XdpProgram(name="cfg", object="const_cfg.o", priority=10,
-                           interfaces=({iface!r},), constants={consts})]
-""")
+from xdphooks.link.btf import Btf
 
 
 def rodata_of(path):
@@ -60,11 +50,6 @@ def test_values_are_checked_against_btf(bpf_obj):
         assert why in str(ei.value) and ei.value.plugin == "p", str(ei.value)
 
 
-def attached_id(veth) -> int:
-    link = json.loads(sh("ip", "-j", "-n", veth.ns_a, "link", "show", "dev", veth.dev_a).stdout)[0]
-    return (link.get("xdp") or {}).get("prog", {}).get("id", 0)
-
-
 def stats(xh) -> tuple[int, int]:
     from xdphooks.kernel import libbpf
 
@@ -87,11 +72,15 @@ def ping_ok(veth) -> bool:
                        check=False).returncode == 0
 
 
-def constants_scenario(xh, veth, bpf_obj, mode: str) -> None:
-    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+@both_modes
+def test_constants_configure_a_program(xh, veth, bpf_obj, mode):
+    xh.write_config(mode_config(mode))
     xh.add_object(bpf_obj("const_cfg"), "const_cfg.o")
-    plugin = lambda consts: xh.add_plugin("cfg", PLUGIN.format(iface=veth.iface,  # noqa: E731
-                                                                consts=consts))
+
+    def plugin(consts: str) -> None:
+        xh.add_plugin("cfg", one_program("cfg", "const_cfg.o", 10, veth.iface,
+                                         f"constants={consts}"))
+
     plugin("None")
     xh.run("reconcile")
     assert ping_ok(veth)
@@ -112,7 +101,7 @@ def constants_scenario(xh, veth, bpf_obj, mode: str) -> None:
     plugin("{'drop_all': True, 'label': 'all'}")
     xh.run("reconcile")
     assert not ping_ok(veth)
-    pid = attached_id(veth)
+    pid = veth.attached_id()
 
     # a bad name or value: one line naming the plugin, the running chain untouched
     for consts, why in [("{'drop_everything': True}", "no const volatile variable"),
@@ -123,15 +112,5 @@ def constants_scenario(xh, veth, bpf_obj, mode: str) -> None:
         errs = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
         assert len(errs) == 1 and "'cfg'" in errs[0] and why in errs[0] and " fix: " in errs[0], \
             proc.stderr
-        assert attached_id(veth) == pid and not ping_ok(veth)
+        assert veth.attached_id() == pid and not ping_ok(veth)
 
-
-def test_static_constants(xh, veth, bpf_obj):
-    constants_scenario(xh, veth, bpf_obj, "static")
-
-
-@pytest.mark.vm
-@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
-                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
-def test_freplace_constants(xh, veth, bpf_obj):
-    constants_scenario(xh, veth, bpf_obj, "freplace")

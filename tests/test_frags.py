@@ -11,25 +11,9 @@ from __future__ import annotations
 import json
 import os
 import struct
-import textwrap
 
-import pytest
-
-from conftest import sh
-from freplace_support import IN_VM
-
-PLUGIN = textwrap.dedent("""
-    from xdphooks import XdpProgram, hookimpl
-    @hookimpl
-    def xdphooks_programs():
-        return [XdpProgram(name={name!r}, object={obj!r}, priority={prio},
-                           interfaces=({iface!r},))]
-""")
-
-
-def attached_id(veth) -> int:
-    link = json.loads(sh("ip", "-j", "-n", veth.ns_a, "link", "show", "dev", veth.dev_a).stdout)[0]
-    return (link.get("xdp") or {}).get("prog", {}).get("id", 0)
+from conftest import one_program, sh
+from freplace_support import both_modes
 
 
 def frag_stats(xh) -> tuple[int, int]:
@@ -43,16 +27,16 @@ def frag_stats(xh) -> tuple[int, int]:
         os.close(fd)
 
 
-def jumbo_scenario(xh, veth, bpf_obj, mode: str) -> None:
+@both_modes
+def test_chain_on_jumbo_mtu(xh, veth, bpf_obj, mode):
     # native XDP: generic (skb) mode takes any MTU, single-buffer programs included
     xh.write_config(f'mode = "{mode}"\n')
     for dev, ns in ((veth.dev_a, veth.ns_a), (veth.dev_b, veth.ns_b)):
         sh("ip", "-n", ns, "link", "set", dev, "mtu", "9000")
     xh.add_object(bpf_obj("frags_count"), "frags_count.o")
-    xh.add_plugin("jumbo", PLUGIN.format(name="jumbo", obj="frags_count.o", prio=10,
-                                         iface=veth.iface))
+    xh.add_plugin("jumbo", one_program("jumbo", "frags_count.o", 10, veth.iface))
     xh.run("reconcile")
-    pid = attached_id(veth)
+    pid = veth.attached_id()
     assert pid
     status = json.loads(xh.run("status", "--json").stdout)
     assert status, "status shows the chain"
@@ -65,15 +49,14 @@ def jumbo_scenario(xh, veth, bpf_obj, mode: str) -> None:
 
     # a program not built for multi-buffer: refused by name, the old chain untouched
     xh.add_object(bpf_obj("count_pass"), "count_pass.o")
-    small = xh.add_plugin("small", PLUGIN.format(name="small", obj="count_pass.o", prio=20,
-                                                 iface=veth.iface))
+    small = xh.add_plugin("small", one_program("small", "count_pass.o", 20, veth.iface))
     proc = xh.run("reconcile", check=False)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if "multi-buffer" in ln and "small" in ln]
     assert lines, proc.stderr
     assert "xdp.frags" in lines[0] and " fix: " in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert attached_id(veth) == pid
+    assert veth.attached_id() == pid
     veth.exec_b("ping", "-c", "2", "-i", "0.05", "-W", "2", "-s", "8000", "-M", "do", veth.ip_a)
     assert frag_stats(xh)[0] >= pkts + 2
 
@@ -81,15 +64,5 @@ def jumbo_scenario(xh, veth, bpf_obj, mode: str) -> None:
     small.unlink()
     again = xh.run("reconcile")
     assert "nothing to do" in again.stdout, again.stdout + again.stderr
-    assert attached_id(veth) == pid
+    assert veth.attached_id() == pid
 
-
-def test_static_chain_on_jumbo_mtu(xh, veth, bpf_obj):
-    jumbo_scenario(xh, veth, bpf_obj, "static")
-
-
-@pytest.mark.vm
-@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
-                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
-def test_freplace_chain_on_jumbo_mtu(xh, veth, bpf_obj):
-    jumbo_scenario(xh, veth, bpf_obj, "freplace")

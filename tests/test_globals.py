@@ -10,19 +10,10 @@ maps and their BTF). Static on the host; freplace in the VM.
 
 from __future__ import annotations
 
-import textwrap
+import json
 
-import pytest
-
-from freplace_support import IN_VM
-
-PLUGIN = textwrap.dedent("""
-    from xdphooks import XdpProgram, hookimpl
-    @hookimpl
-    def xdphooks_programs():
-        return [XdpProgram(name={name!r}, object={obj!r}, priority={prio},
-                           interfaces=({iface!r},))]
-""")
+from conftest import mode_config, one_program
+from freplace_support import both_modes
 
 
 def globals_of(xh, prog: str) -> dict[str, int]:
@@ -44,8 +35,6 @@ def globals_of(xh, prog: str) -> dict[str, int]:
 
 
 def _prefix(xh, prog: str) -> str:
-    import json
-
     state = json.loads((xh.root / "var/lib/xdphooks/state.json").read_text())
     (rec,) = state["interfaces"].values()
     (p,) = [p for p in rec["programs"] if p["name"] == prog]
@@ -56,12 +45,12 @@ def ping(veth, n=3) -> None:
     veth.exec_b("ping", "-c", str(n), "-i", "0.05", "-W", "1", veth.ip_a)
 
 
-def globals_scenario(xh, veth, bpf_obj, mode: str) -> None:
-    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+@both_modes
+def test_globals_persist(xh, veth, bpf_obj, mode):
+    xh.write_config(mode_config(mode))
     xh.add_object(bpf_obj("global_seen"), "global_seen.o")
     xh.add_object(bpf_obj("count_pass"), "count_pass.o")
-    xh.add_plugin("seen", PLUGIN.format(name="seen", obj="global_seen.o", prio=50,
-                                        iface=veth.iface))
+    xh.add_plugin("seen", one_program("seen", "global_seen.o", 50, veth.iface))
     xh.run("reconcile")
     g = globals_of(xh, "seen")
     assert g["dns_seen"] == 0 and g["marker"] == 0x5eed, g  # pre-flight left no trace
@@ -70,8 +59,7 @@ def globals_scenario(xh, veth, bpf_obj, mode: str) -> None:
     assert before >= 10  # more than one pre-flight's packets
 
     # a relink (another program joins ahead of it: its slot, and so its prefix, changes)
-    xh.add_plugin("first", PLUGIN.format(name="first", obj="count_pass.o", prio=10,
-                                         iface=veth.iface))
+    xh.add_plugin("first", one_program("first", "count_pass.o", 10, veth.iface))
     xh.run("reconcile")
     g = globals_of(xh, "seen")
     assert g["seen"] >= before and g["dns_seen"] == 0 and g["marker"] == 0x5eed, (before, g)
@@ -95,13 +83,3 @@ def globals_scenario(xh, veth, bpf_obj, mode: str) -> None:
     g = globals_of(xh, "seen")
     assert g["seen"] < 3 and g["dns_seen"] == 0 and g["marker"] == 0x5eed, g
 
-
-def test_static_globals_persist(xh, veth, bpf_obj):
-    globals_scenario(xh, veth, bpf_obj, "static")
-
-
-@pytest.mark.vm
-@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
-                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
-def test_freplace_globals_persist(xh, veth, bpf_obj):
-    globals_scenario(xh, veth, bpf_obj, "freplace")

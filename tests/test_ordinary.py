@@ -9,37 +9,23 @@ the host; freplace in the VM.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import textwrap
 
 import pytest
 
-from conftest import sh
-from freplace_support import IN_VM
-
-PLUGIN = textwrap.dedent("""
-    from xdphooks import XdpProgram, hookimpl
-    @hookimpl
-    def xdphooks_programs():
-        return [XdpProgram(name={name!r}, object={obj!r}, priority={prio},
-                           interfaces=({iface!r},))]
-""")
+from conftest import mode_config, one_program, sh
+from freplace_support import both_modes
 
 
-def attached_id(veth) -> int:
-    link = json.loads(sh("ip", "-j", "-n", veth.ns_a, "link", "show", "dev", veth.dev_a).stdout)[0]
-    return (link.get("xdp") or {}).get("prog", {}).get("id", 0)
-
-
-def devmap_scenario(xh, veth, bpf_obj, mode: str) -> None:
+@both_modes
+def test_devmap_survives_relinks(xh, veth, bpf_obj, mode):
     from xdphooks.kernel import libbpf
 
-    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+    xh.write_config(mode_config(mode))
     xh.add_object(bpf_obj("devmap_fwd"), "devmap_fwd.o")
     xh.add_object(bpf_obj("count_pass"), "count_pass.o")
-    xh.add_plugin("fwd", PLUGIN.format(name="fwd", obj="devmap_fwd.o", prio=10,
-                                       iface=veth.iface))
+    xh.add_plugin("fwd", one_program("fwd", "devmap_fwd.o", 10, veth.iface))
     xh.run("reconcile")
     pin = xh.bpffs / "xdphooks/maps/fwd/tx_port"
     ifindex = json.loads(sh("ip", "-j", "-n", veth.ns_a, "link", "show", veth.dev_a)
@@ -53,56 +39,39 @@ def devmap_scenario(xh, veth, bpf_obj, mode: str) -> None:
         with netns(veth.ns_a):  # a DEVMAP takes an ifindex of the updater's namespace
             libbpf.map_update(fd, struct.pack("<I", 0), struct.pack("<I", ifindex))
     for n in range(2):  # relinks: the DEVMAP pin is reused, its entry kept
-        xh.add_plugin(f"c{n}", PLUGIN.format(name=f"c{n}", obj="count_pass.o", prio=20 + n,
-                                             iface=veth.iface))
+        xh.add_plugin(f"c{n}", one_program(f"c{n}", "count_pass.o", 20 + n, veth.iface))
         xh.run("reconcile")
         with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
             assert libbpf.map_info(fd).id == map_id
             assert libbpf.map_lookup(fd, struct.pack("<I", 0), 4) == struct.pack("<I", ifindex)
-    assert attached_id(veth)
+    assert veth.attached_id()
     veth.exec_b("ping", "-c", "2", "-i", "0.05", "-W", "1", veth.ip_a)
-
-
-def test_static_devmap_survives_relinks(xh, veth, bpf_obj):
-    devmap_scenario(xh, veth, bpf_obj, "static")
-
-
-@pytest.mark.vm
-@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
-                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
-def test_freplace_devmap_survives_relinks(xh, veth, bpf_obj):
-    devmap_scenario(xh, veth, bpf_obj, "freplace")
 
 
 # --- tail calls inside a component ---------------------------------------------------------
 
-TAIL_PLUGIN = textwrap.dedent("""
-    from xdphooks import XdpProgram, VerdictPolicy, hookimpl
-    @hookimpl
-    def xdphooks_programs():
-        return [XdpProgram(name="td", object="tail_dispatch.o", priority=10,
-                           policy=VerdictPolicy.parse("tx=log"), interfaces=({iface!r},),
-                           pin_maps={pin_maps})]
-""")
 
 
-def hits(veth_xh, fd) -> list[int]:
+def hits(fd: int) -> list[int]:
     from xdphooks.kernel import libbpf
     return [struct.unpack("<Q", libbpf.map_lookup(fd, struct.pack("<I", k), 8))[0]
             for k in range(3)]
 
 
-def tail_scenario(xh, veth, bpf_obj, mode: str, pin_maps: str) -> None:
+@pytest.mark.parametrize("pin_maps", ["None", "()"])
+@both_modes
+def test_tail_calls_inside_a_component(xh, veth, bpf_obj, mode, pin_maps):
     """tests/bpf/tail_dispatch.bpf.c tail-calls on_udp (drops UDP/9) and on_icmp (TX)
     through a PROG_ARRAY libbpf fills declaratively. The targets' verdicts come back to
     the chain's policy: TX from on_icmp is logged and the chain goes on (pings pass),
     DROP from on_udp ends it. With pin_maps=() the array lives in the generation's pins."""
     from xdphooks.kernel import libbpf
 
-    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+    xh.write_config(mode_config(mode))
     xh.add_object(bpf_obj("tail_dispatch"), "tail_dispatch.o")
     xh.add_object(bpf_obj("count_pass"), "count_pass.o")
-    xh.add_plugin("td", TAIL_PLUGIN.format(iface=veth.iface, pin_maps=pin_maps))
+    xh.add_plugin("td", one_program("td", "tail_dispatch.o", 10, veth.iface,
+                                    f"policy=VerdictPolicy.parse('tx=log'), pin_maps={pin_maps}"))
     for round_ in range(2):  # the second round is a relink with another program
         xh.run("reconcile")
         status = json.loads(xh.run("status", "--json").stdout)
@@ -121,27 +90,13 @@ def tail_scenario(xh, veth, bpf_obj, mode: str, pin_maps: str) -> None:
         assert xh.run("events").stdout.count("tx") - events0 >= 3
         if pin_maps == "None":
             with libbpf.fd_closing(libbpf.obj_get(str(xh.bpffs / "xdphooks/maps/td/hits"))) as fd:
-                h = hits(xh, fd)
+                h = hits(fd)
             assert h[1] >= 4 and h[2] >= 3, h  # the targets ran
         else:
             (gen,) = list((xh.bpffs / "xdphooks/if").glob("*/g*"))
             assert list(gen.glob("tail-td-*")), sorted(p.name for p in gen.iterdir())
         if round_ == 0:
-            xh.add_plugin("after", PLUGIN.format(name="after", obj="count_pass.o", prio=20,
-                                                 iface=veth.iface))
-
-
-@pytest.mark.parametrize("pin_maps", ["None", "()"])
-def test_static_tail_calls_inside_a_component(xh, veth, bpf_obj, pin_maps):
-    tail_scenario(xh, veth, bpf_obj, "static", pin_maps)
-
-
-@pytest.mark.vm
-@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
-                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
-@pytest.mark.parametrize("pin_maps", ["None", "()"])
-def test_freplace_tail_calls_inside_a_component(xh, veth, bpf_obj, pin_maps):
-    tail_scenario(xh, veth, bpf_obj, "freplace", pin_maps)
+            xh.add_plugin("after", one_program("after", "count_pass.o", 20, veth.iface))
 
 
 # --- several programs of one object ---------------------------------------------------------
@@ -158,31 +113,21 @@ TWO_PLUGIN = textwrap.dedent("""
 """)
 
 
-def two_programs_scenario(xh, veth, bpf_obj, mode: str) -> None:
+@both_modes
+def test_two_programs_of_one_object(xh, veth, bpf_obj, mode):
     """Two programs of tests/bpf/tail_dispatch.bpf.c, each in its own slot, count into
     the object's one `hits` map, as they would under their own loader."""
     from xdphooks.kernel import libbpf
 
-    xh.write_config(f'mode = "{mode}"\n' + ('xdp_mode = "skb"\n' if mode == "freplace" else ""))
+    xh.write_config(mode_config(mode))
     xh.add_object(bpf_obj("tail_dispatch"), "tail_dispatch.o")
     xh.add_plugin("two", TWO_PLUGIN.format(iface=veth.iface))
     xh.run("reconcile")
     veth.exec_b("ping", "-c", "3", "-i", "0.05", "-W", "1", veth.ip_a)
     assert not (xh.bpffs / "xdphooks/maps/udp").exists()
     with libbpf.fd_closing(libbpf.obj_get(str(xh.bpffs / "xdphooks/maps/icmp/hits"))) as fd:
-        h = hits(xh, fd)
+        h = hits(fd)
     assert h[2] >= 3 and h[1] >= 3, h  # both slots counted in the one map
     status = json.loads(xh.run("status", "--json").stdout)
     (iface,) = status["interfaces"]
     assert [p["name"] for p in iface["programs"]] == ["icmp", "udp"]
-
-
-def test_static_two_programs_of_one_object(xh, veth, bpf_obj):
-    two_programs_scenario(xh, veth, bpf_obj, "static")
-
-
-@pytest.mark.vm
-@pytest.mark.skipif(not IN_VM, reason="VM-ONLY TEST SKIPPED ON THE HOST: freplace needs "
-                    "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
-def test_freplace_two_programs_of_one_object(xh, veth, bpf_obj):
-    two_programs_scenario(xh, veth, bpf_obj, "freplace")
