@@ -219,8 +219,19 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
                                     "int f(struct xdp_md *) built with BTF, clang -g) and "
                                     "rebuild the object") from None
         if targets:
-            load_tail_targets(path, entry, targets, {m.name: m.fd for m in obj.maps()
-                                                     if not m.internal}, frags)
+            try:
+                load_tail_targets(path, entry, targets, {m.name: m.fd for m in obj.maps()
+                                                         if not m.internal}, frags)
+            except KernelError as e:
+                if e.errno != _errno.EINVAL:
+                    raise
+                raise VerifierError(
+                    f"{entry.name}: the kernel refuses to put XDP programs into a PROG_ARRAY "
+                    f"that a freplace extension tail-calls through (EINVAL, seen on Linux 6.1 "
+                    f"and 6.12), and {entry.program or prog.name} tail-calls "
+                    f"{', '.join(targets)}", plugin=entry.plugin, errno=e.errno, log=e.log,
+                    fix='use mode = "static" for this interface (a static chain runs its tail '
+                        'calls)') from None
         link = prog.attach_freplace(disp_fd, slot_name(slot))
         try:
             link_fd = os.dup(link.fd)
