@@ -145,3 +145,37 @@ def test_two_programs_of_one_object(xh, veth, bpf_obj, mode):
     status = json.loads(xh.run("status", "--json").stdout)
     (iface,) = status["interfaces"]
     assert [p["name"] for p in iface["programs"]] == ["icmp", "udp"]
+
+
+HOOK_PLUGIN = textwrap.dedent("""
+    import struct
+    from xdphooks import XdpProgram, VerdictPolicy, hookimpl
+    from xdphooks.kernel import libbpf
+
+    @hookimpl
+    def xdphooks_programs():
+        return [XdpProgram(name="td", object="tail_dispatch.o", priority=10,
+                           policy=VerdictPolicy.parse("tx=log"), interfaces=({iface!r},))]
+
+    @hookimpl
+    def xdphooks_prog_arrays(interface, program, programs, arrays):
+        if program == "td":  # send UDP to on_icmp (TX) instead of on_udp
+            libbpf.map_update(arrays["jump"], struct.pack("<I", 0),
+                              struct.pack("<I", programs["on_icmp"]))
+""")
+
+
+def test_static_plugin_fills_prog_arrays(xh, veth, bpf_obj):
+    """xdphooks_prog_arrays gets the object's other programs and its arrays: here the
+    plugin points slot 0 (UDP) at on_icmp, so UDP/9 comes back TX (logged) instead of
+    being dropped by on_udp."""
+    xh.write_config(mode_config("static"))
+    xh.add_object(bpf_obj("tail_dispatch"), "tail_dispatch.o")
+    xh.add_plugin("td", HOOK_PLUGIN.format(iface=veth.iface))
+    xh.run("reconcile")
+    code = (f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"for _ in range(4): s.sendto(b'x', ('{veth.ip_a}', 9))")
+    veth.exec_b("python3", "-c", code)
+    (iface,) = json.loads(xh.run("status", "--json").stdout)["interfaces"]
+    (td,) = iface["programs"]
+    assert td["verdicts"]["tx"] >= 4 and td["verdicts"]["drop"] == 0, td

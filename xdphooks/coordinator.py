@@ -384,7 +384,8 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
                                  {p.name: p.constants for p in progs})
     os.makedirs(sess.paths.run_dir, mode=0o700, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=sess.paths.run_dir))
-    ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous)
+    ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous,
+                       _prog_arrays_hook(sess, iface))
     built = None
     try:
         built = backend.build(ctx)
@@ -423,6 +424,15 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
     return [f"{iface}: {w}" for w in built.warnings]
+
+
+def _prog_arrays_hook(sess: Session, iface: InterfaceRef):
+    """xdphooks_prog_arrays for the backend, when some plugin implements it."""
+    if not sess.plugins.pm.hook.xdphooks_prog_arrays.get_hookimpls():
+        return None
+    return lambda program, programs, arrays: sess.plugins.notify(
+        "xdphooks_prog_arrays", interface=iface, program=program, programs=programs,
+        arrays=arrays)
 
 
 def _single_buffer_error(iface: InterfaceRef, built, err: KernelError) -> XdphooksError | None:

@@ -142,6 +142,35 @@ def xdphooks_select_mode(interface: "InterfaceRef", chain: "Chain", probed: str)
 
 
 # -------------------------------------------------------------------------
+# During the build
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def xdphooks_prog_arrays(
+    interface: "InterfaceRef", program: str, programs: Mapping[str, int],
+    arrays: Mapping[str, int],
+) -> None:
+    """Fill the PROG_ARRAYs of ``program`` (a program of the chain being built whose
+    object has any) with the object's other XDP programs, loaded beside the chain.
+
+    Called while the chain is built, before pre-flight and the swap, once for the
+    pre-flight's trial copy and once for the chain that will run (fill both alike);
+    arrays initialised declaratively (``.values = {...}``) are filled already. A tail
+    call's verdict goes back to the chain's policy for ``program``'s slot. Static mode
+    only: in freplace mode the kernel refuses XDP programs in an array an extension
+    tail-calls through, so the hook is not called there.
+
+    :param program: the program's name (``XdpProgram.name``): act on yours only.
+    :param programs: ``{function name: prog fd}`` of the object's other XDP programs.
+    :param arrays: ``{map name: map fd}`` of its PROG_ARRAYs in the new chain; use
+        ``bpf_map_update_elem(arrays[m], key, programs[f])``. The fds are valid only
+        during the call.
+    :returns: nothing. An exception is reported by plugin name and the build goes on.
+    """
+
+
+# -------------------------------------------------------------------------
 # After the swap
 # -------------------------------------------------------------------------
 

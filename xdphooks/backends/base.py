@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from ..errors import ObjectError
@@ -40,6 +41,8 @@ class BuildContext:
     data_dir: Path  # prebuilt objects shipped with xdphooks (rootlet, dispatcher)
     counters: bool = True
     previous: PreviousChain | None = None
+    #: the xdphooks_prog_arrays hook: (program, {function: prog fd}, {map: fd})
+    prog_arrays: Callable[[str, dict, dict], None] | None = None
 
     def trusted_object(self, entry: ChainEntry) -> str:
         """A private copy of ``entry``'s object holding exactly the bytes that were
@@ -224,8 +227,24 @@ def set_frags(prog, frags: bool) -> None:
     prog.set_flags(flags | (abi.BPF_F_XDP_HAS_FRAGS if frags else 0))
 
 
+def tail_call_targets(ctx: BuildContext, path: str, entry: ChainEntry, program: str,
+                      has_prog_array: bool) -> tuple[str, ...]:
+    """What to load beside ``entry``: the programs its PROG_ARRAYs initialise, and when
+    a plugin fills arrays itself (xdphooks_prog_arrays), all other XDP programs."""
+    from ..link import elf as E
+    from ..link.rewrite import tail_targets, xdp_programs
+
+    elf = E.read_elf(path)
+    targets = tail_targets(elf)
+    if has_prog_array and ctx.prog_arrays is not None:
+        targets += tuple(p.name for p in xdp_programs(elf)
+                         if p.name != program and p.name not in targets)
+    return targets
+
+
 def load_tail_targets(path: str, entry: ChainEntry, targets: tuple[str, ...],
-                      map_fds: dict[str, int], frags: bool) -> None:
+                      map_fds: dict[str, int], frags: bool,
+                      hook: Callable[[str, dict, dict], None] | None = None) -> None:
     """Load the programs ``entry``'s object tail-calls through declaratively initialised
     PROG_ARRAYs, from the original object at ``path``, as plain XDP programs with the
     chain's multi-buffer flag; its maps are pointed at the chain's copies (``map_fds``,
@@ -243,11 +262,21 @@ def load_tail_targets(path: str, entry: ChainEntry, targets: tuple[str, ...],
                     p.set_type(libbpf.BPF_PROG_TYPE_XDP)
                 set_frags(p, frags)
         apply_constants(obj, path, entry)
+        arrays = {}  # by the object's own names: reuse_fd renames a map after its fd's
         for m in obj.maps():
-            if not m.internal and m.name in map_fds:
+            # a map reused from a pin carries the kernel's name, cut to 15 characters
+            fd = None if m.internal else map_fds.get(m.name, map_fds.get(m.name[:15]))
+            if fd is not None:
+                if m.type == libbpf.BPF_MAP_TYPE_PROG_ARRAY:
+                    arrays[m.name] = m
                 m.set_pin_path(None)
-                m.reuse_fd(map_fds[m.name])
+                m.reuse_fd(fd)
         obj.load()
+        if hook is not None:
+            arrays = {name: m.fd for name, m in arrays.items()}
+            if arrays:
+                hook(entry.name, {p.name: p.fd for p in obj.programs() if p.name in targets},
+                     arrays)
     except KernelError as e:
         tail = "\n".join((e.log or "").strip().splitlines()[-6:])
         raise VerifierError(f"{entry.name}: the programs it tail-calls ({', '.join(targets)}) "

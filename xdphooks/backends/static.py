@@ -26,7 +26,7 @@ from ..link.globals import carry
 from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
                    load_tail_targets, object_globals, pin_map, running_globals,
-                   write_globals)
+                   tail_call_targets, write_globals)
 from .preflight import CANNED
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
@@ -300,19 +300,23 @@ def _load_tail_targets(ctx: BuildContext, objs, segments, entries, results,
         chain_maps = {m.name: m for m in objs[k].maps()}
         for i in seg:
             res, entry = results[i], entries[i]
-            if not res.tail_targets:
+            path = ctx.trusted_object(entry)
+            arrays = any(m.type == libbpf.BPF_MAP_TYPE_PROG_ARRAY
+                         for r in res.maps if (m := chain_maps.get(r) or chain_maps.get(r[:15])))
+            targets = tail_call_targets(ctx, path, entry, res.program, arrays)
+            if not targets:
                 continue
             wanted = _wanted_maps(entry, res)
             map_fds = {}
             for orig, renamed in res.original_maps.items():
-                mine = chain_maps.get(renamed)
+                # a map reused from a pin carries the kernel's name, cut to 15 characters
+                mine = chain_maps.get(renamed) or chain_maps.get(renamed[:15])
                 if mine is None:
                     continue
                 map_fds[orig] = mine.fd
                 if mine.type == libbpf.BPF_MAP_TYPE_PROG_ARRAY and orig not in wanted:
                     pins[f"tail-{entry.name}-{orig}"] = mine.fd
-            load_tail_targets(ctx.trusted_object(entry), entry, res.tail_targets, map_fds,
-                              frags)
+            load_tail_targets(path, entry, targets, map_fds, frags, ctx.prog_arrays)
     return pins
 
 

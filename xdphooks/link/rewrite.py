@@ -106,9 +106,6 @@ class RewriteResult:
     license: str = ""
     names: dict[str, str] = field(default_factory=dict)  # every renamed symbol: old -> new
     frags: bool = False  # the entry is in SEC("xdp.frags") (abi.is_frags_section)
-    #: programs of the object that its PROG_ARRAYs name in a declarative initialiser
-    #: (``.values = { [0] = (void *)&prog }``): loaded beside the chain (static.py)
-    tail_targets: tuple[str, ...] = ()
 
     @property
     def original_maps(self) -> dict[str, str]:
@@ -380,7 +377,7 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             text_rels += remap_rels(s, shift)
     # A PROG_ARRAY's declarative initialiser relocates .maps against programs: the
     # copy keeps the map, the backend loads those programs beside the chain and
-    # libbpf fills the array from the original object (static.load_tail_targets).
+    # libbpf fills the array from the original object (backends/base.load_tail_targets).
     for s in elf.sections:
         if s.type == E.SHT_REL and maps_sec is not None and s.info == maps_sec.index \
                 and s.index in remap:
@@ -466,8 +463,7 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
                  and (s.name.startswith((".data", ".rodata", ".bss")))}
     E.write_elf(out, out_secs, new_syms, elf.flags)
     return RewriteResult(out, src, entry.name, slot, fn_name, prefix, maps, data_secs, lic, names,
-                         frags=is_frags_section(esec.name),
-                         tail_targets=tail_targets(elf))
+                         frags=is_frags_section(esec.name))
 
 
 def _size(sec: E.Section) -> int:
