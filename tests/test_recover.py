@@ -48,18 +48,12 @@ def test_recognised_by_ids_name_and_tag():
     (dict(name="xdp_prog"), "named 'xdp_prog'"),           # id reused by someone else
     (dict(tag="bb"), "tag bb"),                              # same name, other code
     (dict(maps=(20, 21), exist=(20, 21, 22)), "map id 22"),  # map not used by the program
+    (dict(exist=(20, 21)), "map id 22"),                     # map gone, its program not
     (dict(root_id=11), "gone"),
 ])
 def test_not_recognised(case, why):
     r = recognise(10, "xdphooks_root", "aa", PINS, facts(**case))
     assert not r.ours and why in r.why
-
-
-def test_a_freed_map_is_lost_not_disowned():
-    # a map no program used lived only in its pin: gone with it, nothing to rebuild
-    r = recognise(10, "xdphooks_root", "aa", PINS, facts(maps=(20, 21), exist=(20, 21)))
-    assert r.ours and r.lost == ("maps/fw/blocklist",) and not r.rebuild
-    assert "maps/fw/blocklist" not in r.repin
 
 
 def test_freplace_links_and_programs_checked():

@@ -119,14 +119,15 @@ def recognise(attached: int, root_name: str, root_tag: str, pins: dict[str, int]
             elif link != (pins.get(prog_rel), attached):
                 return Recognition(False, f"link id {oid} no longer joins "
                                           f"{prog_rel.rsplit('/', 1)[-1]} to program {attached}")
-        elif kind == MAP and oid not in facts.maps:
-            lost.append(rel)  # unused by any program: it lived only in its pin
-            del repin[rel]
-        elif kind == MAP and oid not in owned:
-            if lost:  # its program is gone: the id cannot be vouched for, so not re-pinned
+        elif kind == MAP and (oid not in facts.maps or oid not in owned):
+            if any(pin_kind(r) in (PROG, LINK) for r in lost):
+                # its program is gone (freed with its pin): so is the map, or its id
+                # cannot be vouched for; either way it is not re-pinned
                 lost.append(rel)
                 del repin[rel]
                 continue
+            # every program survived, so every map they use did: a record naming
+            # another (or none) was not written for this chain
             return Recognition(False, f"map id {oid} ({rel}) is not one the chain uses")
     return Recognition(True, repin=repin, gen_rel=roots[0].rsplit("/", 1)[0],
                        lost=tuple(sorted(lost)))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import struct
 
+from ..abi import Decision
 from ..errors import KernelError
 from ..kernel import libbpf
-from .base import BuildContext, BuiltChain
+from .base import BuildContext
 
 XDP_REDIRECT = 4
 
@@ -78,19 +80,32 @@ CANNED = {
 }
 
 
-def preflight(ctx: BuildContext, built: BuiltChain) -> dict[str, int]:
-    """Test-run the chain; any kernel error refuses it. Returns verdict per packet.
+def preflight(ctx: BuildContext, prog_fd: int, stub: int | None = None) -> dict[str, int]:
+    """Test-run a (trial) chain on the canned packets; returns the verdict per packet.
 
-    The verdicts themselves are the plugins' business (a firewall may drop
-    canned traffic); what must not happen is the run failing outright.
+    The verdicts themselves are the plugins' business (a firewall may drop canned
+    traffic); what refuses the chain is the run failing, a verdict no policy lets out
+    (above XDP_REDIRECT with no program returning unknown values), or ``stub``: what
+    an unreplaced freplace slot returns.
     """
+    forward_unknown = any(e.policy.decision("unknown") is Decision.RETURN
+                          for e in ctx.chain.entries)
     out = {}
     for name, pkt in CANNED.items():
         try:
-            out[name] = libbpf.prog_test_run(built.prog_fd, pkt).retval
+            out[name] = libbpf.prog_test_run(prog_fd, pkt).retval
         except KernelError as e:
-            raise KernelError(f"pre-flight test run of the new chain for {ctx.interface} failed "
-                              f"on a {name} packet: {e.message}", errno=e.errno,
+            raise KernelError(f"interface {ctx.interface}: pre-flight test run ({name} packet) "
+                              f"failed: {e.message}", errno=e.errno, log=e.log,
                               fix="the old chain keeps running; check the programs with "
                                   "xdphooks trace") from None
+        if stub is not None and out[name] == stub:
+            raise KernelError(f"interface {ctx.interface}: pre-flight of the new chain: a "
+                              f"dispatcher slot ran unreplaced ({name} packet)",
+                              errno=errno.EINVAL,
+                              fix="the old chain keeps running; report this as a bug")
+        if out[name] > XDP_REDIRECT and not forward_unknown:
+            raise KernelError(f"interface {ctx.interface}: pre-flight test run ({name} packet) "
+                              f"returned {out[name]}, which no policy allows",
+                              fix="report this as an xdphooks bug")
     return out

@@ -21,13 +21,13 @@ from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from .. import abi
 from ..link import splice
-from ..model import Decision, Link
+from ..model import Link
 from ..link.globals import carry
 from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
                    load_tail_targets, object_globals, pin_map, running_globals,
                    tail_call_targets, write_globals)
-from .preflight import CANNED
+from .preflight import preflight as run_preflight
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
 MAX_USED_MAPS = 64  # kernel MAX_USED_MAPS
@@ -223,7 +223,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     if preflight:
         trial, _, _, _ = load(fresh=True)
         try:
-            preflight_check(ctx, trial[0].program(abi.ROOT_PROG).fd, entries)
+            run_preflight(ctx, trial[0].program(abi.ROOT_PROG).fd)
         finally:
             for o in trial:
                 o.close()
@@ -498,36 +498,7 @@ def predict_links(chain, workdir: Path) -> list[dict[str, str]]:
     return out
 
 
-def preflight_check(ctx: BuildContext, prog_fd: int, entries) -> dict[str, int]:
-    """Test-run canned packets; refuse a program that fails or returns nonsense."""
-    can_forward_unknown = any(e.policy.decision("unknown") is Decision.RETURN for e in entries)
-    out = {}
-    for name, pkt in CANNED.items():
-        try:
-            res = libbpf.prog_test_run(prog_fd, pkt)
-        except KernelError as e:
-            raise KernelError(f"interface {ctx.interface}: pre-flight test run ({name} packet) "
-                              f"failed: {e.message}", errno=e.errno, log=e.log,
-                              fix="check the chain's programs with BPF_PROG_TEST_RUN") from None
-        if res.retval > 4 and not can_forward_unknown:
-            raise KernelError(f"interface {ctx.interface}: pre-flight test run ({name} packet) "
-                              f"returned {res.retval}, which no policy allows",
-                              fix="report this as an xdphooks bug")
-        out[name] = res.retval
-    return out
-
-
-def reset_after_preflight(counters_fd: int, events_fd: int, slots: int) -> None:
-    """Forget what the pre-flight packets left in counters and events."""
-    abi.zero_counters(counters_fd, slots)
-    try:
-        from ..counters import read_events
-        read_events(events_fd, limit=1 << 20)
-    except Exception:  # noqa: BLE001 - events are best effort
-        pass
-
-
-__all__ = ["build", "rootlet_path", "preflight_check", "predict_links",
+__all__ = ["build", "rootlet_path", "predict_links",
            "MAX_SLOTS", "last_timings"]
 
 
