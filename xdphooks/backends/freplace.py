@@ -170,8 +170,7 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
     ext_path = path
     if targets:
         ext_path = path + ".ext.o"
-        with open(ext_path, "wb") as f:
-            f.write(without_prog_array_inits(open(path, "rb").read(), elf))
+        Path(ext_path).write_bytes(without_prog_array_inits(Path(path).read_bytes(), elf))
     try:
         obj = libbpf.BpfObject(ext_path)
     except KernelError as e:
