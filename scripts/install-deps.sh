@@ -13,6 +13,9 @@ APT_PACKAGES=(
   python3 python3-pluggy python3-filelock python3-pyroute2
   # real-kernel VM for the freplace backend (this host's kernel refuses freplace)
   qemu-system-x86 busybox-static linux-image-amd64 linux-image-6.12-amd64
+  # systemd-booted VM (tests/test_systemd_vm.py): its root is debootstrapped, its disks made
+  # with mkfs.ext4 -d and read back with debugfs
+  debootstrap e2fsprogs
   # stat tools used in the docs' examples
   jq
   # man page rendering and completion syntax checks (tests/test_docs_cli.py)

@@ -61,12 +61,14 @@ def test_package_contents(pkgs, tmp_path):
         assert "/usr/bin/xdphooks" in files
         assert "/usr/lib/xdphooks/python/xdphooks/cli.py" in files
         assert any(f.endswith("/xdphooks.service") for f in files)
-        assert any(f.endswith("/70-xdphooks.rules") for f in files)
         # node_exporter textfile writer (opt-in timer) and the live-view tracers
         assert any(f.endswith("/xdphooks-metrics.service") for f in files)
         assert any(f.endswith("/xdphooks-metrics.timer") for f in files)
         assert "/usr/lib/xdphooks/python/xdphooks/data/slot_trace.o" in files
         assert "/usr/lib/xdphooks/python/xdphooks/data/slot_profile.o" in files
+        assert any(f.endswith("/90-xdphooks.rules") for f in files)
+    # rpm enables the boot unit through its preset (the .deb through dh_installsystemd)
+    assert "/usr/lib/systemd/system-preset/90-xdphooks.preset" in rpm["xdphooks"]
     assert "/usr/lib/rpm/macros.d/macros.xdphooks" in rpm["xdphooks-rpm-macros"]
     dnf_plugindir = pu.sh("/usr/bin/python3", "-c",
                           "import dnf.const; print(dnf.const.PLUGINPATH)").stdout.strip()

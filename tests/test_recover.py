@@ -23,7 +23,7 @@ import textwrap
 import pytest
 
 from conftest import sh
-from freplace_support import IN_VM
+from freplace_support import IN_VM, both_modes
 from xdphooks.recover import KernelFacts, ProgFacts, recognise
 
 GEN = "if/ns@a0/g3-0123456789abcdef"
@@ -115,12 +115,16 @@ def remount(xh) -> None:
     assert not (xh.bpffs / "xdphooks").exists()
 
 
-def lost_pins_scenario(xh, veth, bpf_obj, mode: str) -> None:
+def lost_pins_setup(xh, veth, bpf_obj, mode: str) -> None:
     xh.write_config(f'mode = "{mode}"\nxdp_mode = "skb"\n')
     xh.add_object(bpf_obj("count_pass"), "count_pass.o")
     xh.add_plugin("counter", PLUGIN.format(name="counter", obj="count_pass.o", prio=10,
                                            iface=veth.iface))
     xh.run("reconcile")
+
+
+def lost_pins_scenario(xh, veth, bpf_obj, mode: str) -> None:
+    lost_pins_setup(xh, veth, bpf_obj, mode)
     pid = attached_id(veth)
     ping(veth)
     before = count(xh)
@@ -182,6 +186,29 @@ def test_static_chain_survives_lost_pins(xh, veth, bpf_obj):
                     "tests/vm/run-in-vm.sh (tests/test_vm_harness.py)")
 def test_freplace_chain_survives_lost_pins(xh, veth, bpf_obj):
     lost_pins_scenario(xh, veth, bpf_obj, "freplace")
+
+
+@both_modes
+def test_reboot_restores_chain_and_records_empty_maps(xh, veth, bpf_obj, mode):
+    """What a reboot does, without one (tests/test_systemd_vm.py has the real one): the
+    program is gone from the interface and the bpffs is empty, the state file is kept.
+    The boot reconcile attaches the chain again, and its change record says which maps
+    start empty."""
+    lost_pins_setup(xh, veth, bpf_obj, mode)
+    ping(veth)
+    assert count(xh) >= 3
+    sh("ip", "-n", veth.ns_a, "link", "set", "dev", veth.dev_a, "xdpgeneric", "off")
+    assert attached_id(veth) == 0
+    remount(xh)
+    proc = xh.run("reconcile", "--trigger=boot")
+    assert "were lost" not in proc.stderr  # nothing of ours runs: not a lost-pins case
+    assert attached_id(veth) and count(xh) == 0
+    rec = json.loads(xh.run("history", "--json", "-n", "1").stdout.splitlines()[-1])
+    assert (rec["action"], rec["trigger"]) == ("attach", "boot"), rec
+    assert "restored generation 1" in rec["message"], rec
+    assert rec["message"].endswith("these maps start empty: counter/pkt_count"), rec
+    ping(veth)
+    assert count(xh) >= 3
 
 
 def test_a_map_named_root_is_a_map():

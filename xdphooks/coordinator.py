@@ -246,11 +246,13 @@ def reconcile(paths: Paths, opts: Options) -> Result:
         for change in sess.plan.pending:
             where = str(change.interface)
             packages = _incoming_packages(sess, change)
+            restored = _restored(sess, change)  # before _apply replaces the record
             try:
                 result.warnings += _apply(sess, change, opts)
                 result.applied.append(change)
-                log_event(f"{change.action} {where}: {change.reason}", trigger=opts.trigger,
-                          interface=where, action=change.action, packages=packages)
+                log_event(f"{change.action} {where}: {change.reason}{restored}",
+                          trigger=opts.trigger, interface=where, action=change.action,
+                          packages=packages)
             except XdphooksError as e:
                 msg = e.line() + (f"\n{e.detail}" if e.detail else "")
                 result.failed[where] = msg
@@ -332,6 +334,20 @@ def _adopt_running(sess: Session, opts: Options) -> None:
 def _open_change_log(paths: Paths) -> None:
     ensure_private_dir(paths.state_dir, 0o755)
     set_log_file(paths.state_dir / "changes.log")
+
+
+def _restored(sess: Session, change: Change) -> str:
+    """For the change record: a recorded chain whose pins are all gone (a reboot, or a
+    bpffs mounted afresh) is rebuilt from the state, but its maps' contents are lost."""
+    rec = sess.state.interfaces.get(change.interface.key)
+    if change.action != "attach" or rec is None or Path(rec.pin_dir).exists():
+        return ""
+    maps = sorted(rel.removeprefix("maps/") for rel in rec.pins if rel.startswith("maps/")
+                  and not (sess.paths.pin_root / rel).exists())
+    return (f"; restored generation {rec.generation} from {sess.paths.state_file}: its pins "
+            "did not survive (bpffs is empty after a reboot), so "
+            + (f"these maps start empty: {', '.join(maps)}" if maps
+               else "its maps start empty"))
 
 
 def _incoming_packages(sess: Session, change: Change) -> tuple[str, ...]:

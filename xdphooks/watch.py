@@ -1,6 +1,6 @@
 """``xdphooks watch``: give interfaces that appear later their chains.
 
-udev covers the host namespace (packaging/systemd/70-xdphooks.rules); interfaces created
+udev covers the host namespace (packaging/systemd/90-xdphooks.rules); interfaces created
 inside other network namespaces send no uevents there. This watcher opens one rtnetlink
 socket per namespace (pyroute2), subscribes to link events, and reconciles only the
 interface that appeared. New namespaces are picked up every ``rescan`` seconds.
