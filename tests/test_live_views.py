@@ -132,6 +132,7 @@ def test_trace_live_shows_each_packets_verdict_of_one_component(chain):
         assert " tx " in ln and "IPv4/UDP" in ln and "chain: log" in ln, ln
         assert f"{14 + 20 + 8 + 8:>5} B" in ln, ln  # eth + ip + udp + 8 bytes payload
     assert lines[-1].startswith("5 packet(s)"), lines[-1]
+    print(first + out)  # the evidence for the notes (pytest -rA shows it)
     # the tracer is gone afterwards: no tracing link remains on the chain's programs
     from xdphooks.kernel import libbpf
     (iface,) = json.loads(xh.run("status", "--json").stdout)["interfaces"]

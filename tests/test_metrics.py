@@ -1,4 +1,5 @@
-"""``xdphooks metrics``: a live static chain on a namespaced veth, scraped by a
+"""``xdphooks metrics``: a live chain on a namespaced veth (static on the host,
+static and freplace inside the VM), scraped by a
 real Prometheus server (Debian's ``prometheus`` package) over the loopback HTTP
 endpoint; the per-program counters in Prometheus' query API must equal the
 packets sent. The text also goes through prometheus_client's parsers (both
@@ -11,19 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
+from conftest import mode_config
+from freplace_support import IN_VM
 from xdphooks import metrics
 from xdphooks.errors import UsageError
 
@@ -62,8 +62,12 @@ def wait_http(url: str, timeout: float) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture
-def chain(xh, veth, bpf_obj):
+@pytest.fixture(params=["static", "freplace"])
+def chain(request, xh, veth, bpf_obj):
+    mode = request.param
+    if mode == "freplace" and not IN_VM:
+        pytest.skip("VM-ONLY TEST SKIPPED ON THE HOST: the host kernel refuses freplace; "
+                    "tests/test_vm_harness.py runs it")
     for ns in (veth.ns_a, veth.ns_b):  # no IPv6 ND/MLD noise in the counts
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
                         "net.ipv6.conf.all.disable_ipv6=1"], check=False, capture_output=True)
@@ -77,13 +81,14 @@ def chain(xh, veth, bpf_obj):
                     mac[veth.ns_b], "dev", veth.dev_a, "nud", "permanent"], check=True)
     subprocess.run(["ip", "-n", veth.ns_b, "neigh", "replace", veth.ip_a, "lladdr",
                     mac[veth.ns_a], "dev", veth.dev_b, "nud", "permanent"], check=True)
-    xh.write_config('mode = "static"\ncounters = true\n\n[programs.udp9]\npolicy = { tx = "log" }\n')
+    xh.write_config(mode_config(mode) + 'counters = true\n\n'
+                    '[programs.udp9]\npolicy = { tx = "log" }\n')
     for name, src, prio in (("counter", "sv_count", 10), ("udp9", "sv_udp9_tx", 20)):
         xh.add_object(bpf_obj(src), f"{src}.o")
         xh.add_plugin(name, PLUGIN.format(name=name, obj=f"{src}.o", prio=prio,
                                           iface=veth.iface))
     xh.run("reconcile")
-    return xh, veth
+    return xh, veth, mode
 
 
 def send(veth, n: int) -> None:
@@ -109,11 +114,11 @@ def samples(text: str, openmetrics: bool) -> dict:
     return out
 
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.vm]
 
 
 def test_prometheus_scrapes_live_chain_counters(chain, tmp_path):
-    xh, veth = chain
+    xh, veth, mode = chain
     if not os.access(PROMETHEUS, os.X_OK):
         pytest.fail("prometheus is not installed (scripts/install-deps.sh installs it)")
     send(veth, N_UDP)
@@ -158,14 +163,15 @@ def test_prometheus_scrapes_live_chain_counters(chain, tmp_path):
                 break
             time.sleep(0.5)
         assert got == expected, (got, expected, (tmp_path / "prom.log").read_text()[-2000:])
+        print(f"Prometheus {mode}: xdphooks_program_packets_total =", json.dumps(res["data"]))
         q2 = urllib.parse.quote('xdphooks_program_verdicts_total{program="udp9",verdict="tx"}')
         res = json.loads(urllib.request.urlopen(api + q2, timeout=5).read())
         assert [int(float(r["value"][1])) for r in res["data"]["result"]] == [N_UDP], res
         q3 = urllib.parse.quote('xdphooks_program_info{program="udp9"}')
         res = json.loads(urllib.request.urlopen(api + q3, timeout=5).read())
         (info,) = res["data"]["result"]
-        assert info["metric"]["mode"] == "static" and info["metric"]["link"] in ("called",
-                                                                                  "spliced")
+        links = ("called", "spliced") if mode == "static" else ("freplace",)
+        assert (info["metric"]["mode"], info["metric"]["link"] in links) == (mode, True), info
         q4 = urllib.parse.quote("up")
         res = json.loads(urllib.request.urlopen(api + q4, timeout=5).read())
         assert [r["value"][1] for r in res["data"]["result"]] == ["1"], res
@@ -177,7 +183,7 @@ def test_prometheus_scrapes_live_chain_counters(chain, tmp_path):
 
 
 def test_text_parses_and_matches_status(chain, tmp_path):
-    xh, veth = chain
+    xh, veth, _ = chain
     send(veth, 5)
     progs = status_programs(xh)
     for om in (False, True):
