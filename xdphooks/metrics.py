@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,13 +174,35 @@ def render(fams: list[Family], openmetrics: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def collect_text(paths: Paths, openmetrics: bool = False) -> str:
+def collect(paths: Paths) -> list[Family]:
     from . import status
     from .eventlog import read_history
 
     data = status.collect(paths)
     history = read_history(paths.state_dir / "changes.log", 0)
-    return render(families(data, history), openmetrics)
+    return families(data, history)
+
+
+class SharedCollection:
+    """One collection at a time for a server: a scrape that arrives while one
+    runs waits for the next and shares it (it started after the scrape
+    arrived, so it is fresh) instead of queueing its own. Without this, scrapes
+    slower than Prometheus' interval pile up until the listen backlog
+    overflows and every scrape times out."""
+
+    def __init__(self, paths: Paths):
+        self._paths = paths
+        self._lock = threading.Lock()
+        self._started = -1.0
+        self._fams: list[Family] = []
+
+    def families(self) -> list[Family]:
+        asked = time.monotonic()
+        with self._lock:
+            if self._started < asked:
+                self._started = time.monotonic()
+                self._fams = collect(self._paths)
+            return self._fams
 
 
 def write_textfile(directory: Path, text: str) -> Path:
@@ -238,6 +261,7 @@ def serve(paths: Paths, host: str, port: int, seconds: float | None = None) -> N
 
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "xdphooks-metrics"
+        timeout = 30  # a client that connects and says nothing frees its thread
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path.split("?", 1)[0] != "/metrics":
@@ -245,7 +269,7 @@ def serve(paths: Paths, host: str, port: int, seconds: float | None = None) -> N
                 return
             om = "application/openmetrics-text" in self.headers.get("Accept", "")
             try:
-                body = collect_text(paths, om).encode()
+                body = render(shared.families(), om).encode()
             except Exception as e:  # noqa: BLE001 - a scrape error, not a dead server
                 self._send(500, "text/plain; charset=utf-8", f"{e}\n".encode())
                 return
@@ -261,7 +285,9 @@ def serve(paths: Paths, host: str, port: int, seconds: float | None = None) -> N
         def log_message(self, fmt: str, *args) -> None:
             pass  # a scrape every few seconds is not news
 
-    class Server(http.server.HTTPServer):
+    shared = SharedCollection(paths)
+
+    class Server(http.server.ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     with Server((host, port), Handler) as srv:
@@ -278,7 +304,7 @@ def main(args, paths: Paths) -> int:
         host, port = parse_listen(args.listen, args.allow_remote)
         serve(paths, host, port, args.seconds)
         return 0
-    text = collect_text(paths, args.openmetrics)
+    text = render(collect(paths), args.openmetrics)
     if args.textfile:
         write_textfile(Path(args.textfile), text)
         return 0

@@ -42,12 +42,24 @@ def rpm_owner(path: str) -> tuple[str, bool] | None:
     return None
 
 
+_index: tuple[int, dict[str, str]] = (0, {})
+
+
 def _dpkg_index() -> dict[str, str]:
-    index: dict[str, str] = {}
+    """{installed path: package} for the packages that ship xdphooks files. Read
+    once per change of dpkg's info directory (dpkg renames each new .list into
+    place, which changes the directory's mtime): a long-running exporter scrapes
+    every few seconds, and reading every .list over a slow filesystem took
+    seconds."""
+    global _index
     try:
+        mtime = DPKG_INFO.stat().st_mtime_ns
+        if mtime == _index[0]:
+            return _index[1]
         lists = [p for p in DPKG_INFO.iterdir() if p.suffix == ".list"]
     except OSError:
-        return index
+        return {}
+    index: dict[str, str] = {}
     for lst in lists:
         try:
             text = lst.read_text(errors="replace")
@@ -59,6 +71,7 @@ def _dpkg_index() -> dict[str, str]:
         for line in text.splitlines():
             if "/xdphooks/" in line:
                 index[line] = pkg
+    _index = (mtime, index)
     return index
 
 
