@@ -4,11 +4,17 @@ Debian: ``/var/lib/dpkg/info/<pkg>.md5sums``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import tempfile
+import time
 from pathlib import Path
 
+from .errors import PermissionRefused
 from .paths import Paths
+from .security import check_trusted_dirs, read_trusted
 
 DPKG_INFO = Path("/var/lib/dpkg/info")
 
@@ -42,24 +48,44 @@ def rpm_owner(path: str) -> tuple[str, bool] | None:
     return None
 
 
+# Reading every .list costs a few ms each on a slow filesystem (seconds in
+# the test VM, on every reconcile and status), so the result is kept in
+# memory and on disk, keyed by the info directory's mtime: dpkg renames each
+# new .list into place and unlinks removed ones, either of which changes it. A
+# result read within RACY_NS of that mtime is not kept (a change in the same
+# clock tick would not show), as git does with its index. The cache describes
+# the system's dpkg database, so like DPKG_INFO it ignores --root.
+INDEX_CACHE = Path("/var/cache/xdphooks/dpkg-index.json")
+RACY_NS = 2_000_000_000
 _index: tuple[int, dict[str, str]] = (0, {})
 
 
 def _dpkg_index() -> dict[str, str]:
-    """{installed path: package} for the packages that ship xdphooks files. Read
-    once per change of dpkg's info directory (dpkg renames each new .list into
-    place, which changes the directory's mtime): a long-running exporter scrapes
-    every few seconds, and reading every .list over a slow filesystem took
-    seconds."""
+    """{installed path: package} for the packages that ship xdphooks files."""
     global _index
     try:
         mtime = DPKG_INFO.stat().st_mtime_ns
-        if mtime == _index[0]:
-            return _index[1]
-        lists = [p for p in DPKG_INFO.iterdir() if p.suffix == ".list"]
     except OSError:
         return {}
+    if mtime == _index[0]:
+        return _index[1]
+    index = _read_cache(mtime)
+    if index is None:
+        index = _scan_lists()
+        if time.time_ns() - mtime < RACY_NS:
+            return index
+        if os.geteuid() == 0:
+            _write_cache(mtime, index)
+    _index = (mtime, index)
+    return index
+
+
+def _scan_lists() -> dict[str, str]:
     index: dict[str, str] = {}
+    try:
+        lists = [p for p in DPKG_INFO.iterdir() if p.suffix == ".list"]
+    except OSError:
+        return index
     for lst in lists:
         try:
             text = lst.read_text(errors="replace")
@@ -71,8 +97,38 @@ def _dpkg_index() -> dict[str, str]:
         for line in text.splitlines():
             if "/xdphooks/" in line:
                 index[line] = pkg
-    _index = (mtime, index)
     return index
+
+
+def _read_cache(mtime: int) -> dict[str, str] | None:
+    """The cached index if root wrote it for this state of dpkg's database."""
+    try:
+        data = json.loads(read_trusted(INDEX_CACHE, "dpkg index cache"))
+    except (OSError, ValueError, PermissionRefused):
+        return None
+    if not isinstance(data, dict) or data.get("info_mtime_ns") != mtime:
+        return None
+    index = data.get("index")
+    if not isinstance(index, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in index.items()):
+        return None
+    return index
+
+
+def _write_cache(mtime: int, index: dict[str, str]) -> None:
+    tmp = None
+    try:
+        os.makedirs(INDEX_CACHE.parent, mode=0o755, exist_ok=True)
+        check_trusted_dirs(INDEX_CACHE.parent, "dpkg index cache")
+        fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_CACHE.name}.", dir=INDEX_CACHE.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"info_mtime_ns": mtime, "index": index}, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, INDEX_CACHE)
+    except (OSError, PermissionRefused):
+        if tmp:  # a cache: the next reader scans again
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 _versions: tuple[int, dict[str, str]] = (0, {})
