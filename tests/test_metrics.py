@@ -297,3 +297,19 @@ def test_overlapping_scrapes_share_one_collection(monkeypatch):
     assert {f[0].help for f in got[1:]} == {"2"}
     shared.families()
     assert len(calls) == 3  # a scrape after it finished collects afresh
+
+
+def test_a_failed_collection_is_not_shared(monkeypatch):
+    results = [RuntimeError("bpffs gone"), [metrics.Family("xdphooks_x", "gauge", "ok")]]
+
+    def collect(paths):
+        r = results.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    monkeypatch.setattr(metrics, "collect", collect)
+    shared = metrics.SharedCollection(paths=None)
+    with pytest.raises(RuntimeError):
+        shared.families()
+    assert shared.families()[0].help == "ok"  # the next scrape collected, not a stale list

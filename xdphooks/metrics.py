@@ -200,8 +200,9 @@ class SharedCollection:
         asked = time.monotonic()
         with self._lock:
             if self._started < asked:
-                self._started = time.monotonic()
+                started = time.monotonic()
                 self._fams = collect(self._paths)
+                self._started = started  # not on failure: the next scrape tries again
             return self._fams
 
 
