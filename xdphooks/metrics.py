@@ -17,13 +17,12 @@ counters); ``rate()`` and ``increase()`` treat that as a counter reset.
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomicfile import write_atomic
 from .errors import UsageError
 from .paths import Paths
 
@@ -213,22 +212,9 @@ def write_textfile(directory: Path, text: str) -> Path:
         raise UsageError(f"textfile directory {directory} does not exist",
                          fix="create it, or point --textfile at node_exporter's "
                              "--collector.textfile.directory")
-    fd, tmp = tempfile.mkstemp(prefix=f".{TEXTFILE_NAME}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        dst = directory / TEXTFILE_NAME
-        os.replace(tmp, dst)
-        return dst
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    dst = directory / TEXTFILE_NAME
+    write_atomic(dst, text, durable=True)
+    return dst
 
 
 def parse_listen(spec: str, allow_remote: bool) -> tuple[str, int]:

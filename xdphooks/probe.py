@@ -13,6 +13,7 @@ import os
 import platform
 from pathlib import Path
 
+from .atomicfile import write_atomic
 from .errors import XdphooksError
 from .security import ensure_private_dir
 
@@ -101,10 +102,8 @@ def probe_freplace(cache_dir: Path, data_dir: Path | None = None,
     if boot:
         try:
             ensure_private_dir(cache.parent, 0o700)  # the lock's directory: root-only
-            tmp = cache.with_name(f".{CACHE_NAME}.{os.getpid()}")
-            tmp.write_text(json.dumps({"boot_id": boot, "works": works, "reason": reason,
-                                       "kernel": platform.release()}))
-            os.replace(tmp, cache)
+            write_atomic(cache, json.dumps({"boot_id": boot, "works": works, "reason": reason,
+                                            "kernel": platform.release()}))
         except (OSError, XdphooksError):  # a cache we cannot write is no error
             pass
     return works, reason

@@ -4,14 +4,13 @@ Debian: ``/var/lib/dpkg/info/<pkg>.md5sums``)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from .atomicfile import write_atomic
 from .errors import PermissionRefused
 from .paths import Paths
 from .security import check_trusted_dirs, read_trusted
@@ -116,19 +115,12 @@ def _read_cache(mtime: int) -> dict[str, str] | None:
 
 
 def _write_cache(mtime: int, index: dict[str, str]) -> None:
-    tmp = None
     try:
         os.makedirs(INDEX_CACHE.parent, mode=0o755, exist_ok=True)
         check_trusted_dirs(INDEX_CACHE.parent, "dpkg index cache")
-        fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_CACHE.name}.", dir=INDEX_CACHE.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"info_mtime_ns": mtime, "index": index}, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, INDEX_CACHE)
+        write_atomic(INDEX_CACHE, json.dumps({"info_mtime_ns": mtime, "index": index}))
     except (OSError, PermissionRefused):
-        if tmp:  # a cache: the next reader scans again
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        pass  # a cache: the next reader scans again
 
 
 _versions: tuple[int, dict[str, str]] = (0, {})

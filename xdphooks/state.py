@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomicfile import write_atomic
 from .errors import LockError, StateError
 from .security import ensure_private_dir
 
@@ -113,25 +113,7 @@ def load(path: Path) -> tuple[State, str]:
 def save(path: Path, state: State) -> None:
     """Atomic replace: readers see the old or the new file, never half of one."""
     ensure_private_dir(path.parent, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(state.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, state.to_json(), durable=True)
 
 
 class Lock:
