@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .text import LINE_LIMIT, lines, one_line, quoted
+
 
 class XdphooksError(Exception):
     """Base: ``str(err)`` is the one-line message shown to the admin."""
@@ -13,13 +15,16 @@ class XdphooksError(Exception):
         self.message = message
         self.plugin = plugin
         self.fix = fix
-        self.detail = detail  # e.g. the verifier's last lines; shown under the message
+        # e.g. the verifier's last lines; shown under the message, each line escaped
+        self.detail = lines(detail)
         super().__init__(self.line())
 
     def line(self) -> str:
-        who = f"plugin {self.plugin!r}: " if self.plugin else ""
-        fix = f" — fix: {self.fix}" if self.fix else ""
-        return f"{who}{self.message}{fix}"
+        """The one line: message, plugin and fix may hold plugin text (exception
+        messages, names, paths), so each is escaped here (text.one_line)."""
+        who = f"plugin {quoted(self.plugin)}: " if self.plugin else ""
+        fix = f" — fix: {one_line(self.fix)}" if self.fix else ""
+        return f"{who}{one_line(self.message, LINE_LIMIT)}{fix}"
 
 
 class UsageError(XdphooksError):

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Literal, Mapping
 
+from .text import LINE_LIMIT, one_line, quoted
+
 if TYPE_CHECKING:
     from .backends import Mode
 
@@ -36,6 +38,13 @@ ConstantValue = "int | bool | str | bytes"
 def constants_json(constants) -> dict:
     """``XdpProgram.constants`` for state, status and fingerprints (bytes as hex)."""
     return {k: (f"hex:{v.hex()}" if isinstance(v, bytes) else v) for k, v in constants}
+
+
+def map_settings_json(settings) -> dict:
+    """``XdpProgram.maps`` (frozen) for state, status and fingerprints."""
+    return {name: dict(items) for name, items in settings}
+
+
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 1000, 50
 
 
@@ -159,6 +168,14 @@ class XdpProgram:
         ``{"drop_port": 9, "strict": True}``. Checked against the object's BTF (an
         unknown name, or a value that does not fit the variable's type, is an error
         naming the plugin) and set before load, in both backends.
+    :param maps: what a libbpf loader sets on the object's maps before load, by map
+        name: ``{"rx_cnt": {"max_entries": 256}, "stats": {"pin": False}}``. Keys:
+        ``max_entries`` (1 to 2**32-1), ``map_flags`` (the BPF_F_* bits to load the map
+        with) and ``pin`` (``False``: the map is not pinned, a fresh one each relink;
+        the same as leaving it out of ``pin_maps``). Checked against the object (an
+        unknown map or key, a value out of range, a change a pinned map cannot take)
+        with an error naming the plugin, and applied in both backends
+        (xdphooks/mapsettings.py).
     """
 
     name: str
@@ -171,6 +188,7 @@ class XdpProgram:
     pin_maps: tuple[str, ...] | None = None
     link: Link | None = None
     constants: Mapping[str, ConstantValue] | None = None
+    maps: Mapping[str, Mapping[str, int | bool]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.link, str) and not isinstance(self.link, Link):
@@ -188,6 +206,10 @@ class XdpProgram:
             object.__setattr__(self, "pin_maps", tuple(self.pin_maps))
         if self.constants is not None:  # frozen and hashable, in a stable order
             object.__setattr__(self, "constants", tuple(sorted(dict(self.constants).items())))
+        if self.maps is not None and not isinstance(self.maps, tuple):
+            from .mapsettings import freeze
+
+            object.__setattr__(self, "maps", freeze(self.maps))
 
 
 def program_problems(p: XdpProgram) -> list[str]:
@@ -229,6 +251,10 @@ def program_problems(p: XdpProgram) -> list[str]:
                     out.append(f"constants: {k!r} is not a C variable name")
                 elif not isinstance(v, (bool, int, str, bytes)):
                     out.append(f"constants: {k} = {v!r} must be an int, bool, str or bytes")
+    if p.maps is not None:
+        from .mapsettings import declaration_problems
+
+        out += declaration_problems(p.maps)
     if p.link is not None and not isinstance(p.link, Link):
         out.append(f"link {p.link!r} must be one of {', '.join(k.value for k in Link)}")
     return out
@@ -251,8 +277,73 @@ class InterfaceRef:
 
     @property
     def key(self) -> str:
-        """Filesystem-safe key for pin directories and state."""
-        return f"{self.netns or '-'}@{self.name}"
+        """Filesystem-safe key for pin directories and state: ``<ns>@<name>``.
+
+        ``ip netns add`` accepts any name without '/' (with '@', '%', spaces,
+        newlines, 250 bytes), so each part is percent-encoded beyond a readable
+        set (ordinary keys such as ``-@eth0`` and ``blue@veth0`` read as before);
+        a namespace name that would make the key longer than a file name may be
+        is cut and suffixed with ``~<hash>`` (:meth:`from_key` finds it again
+        among the namespaces that exist)."""
+        ns = _key_part(self.netns) if self.netns else "-"
+        if len(ns) > _KEY_NS_MAX:
+            digest = hashlib.sha256(self.netns.encode("utf-8", "surrogateescape")).hexdigest()
+            ns = f"{ns[:_KEY_NS_MAX - 17]}~{digest[:16]}"
+        return f"{ns}@{_key_part(self.name)}"
+
+    @classmethod
+    def from_key(cls, key: str, namespaces: Iterable[str] = ()) -> "InterfaceRef | None":
+        """The interface a key names; None if it is no key, or names (by hash) a
+        namespace not among ``namespaces``."""
+        ns, sep, name = key.partition("@")  # '@' is always encoded inside the parts
+        if not sep or not ns or not name:
+            return None
+        try:
+            ifname = _key_unpart(name)
+        except ValueError:
+            return None
+        if ns == "-":
+            return cls("", ifname) if cls("", ifname).key == key else None
+        if "~" in ns:
+            return next((cls(n, ifname) for n in namespaces if cls(n, ifname).key == key), None)
+        try:
+            ref = cls(_key_unpart(ns), ifname)
+        except ValueError:
+            return None
+        return ref if ref.key == key else None  # one spelling per interface
+
+
+#: kept as they are in keys; everything else (first of all '@', '%', '~', '/') is
+#: percent-encoded, byte by byte
+_KEY_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=,:")
+#: a key is a file name (NAME_MAX 255 bytes): the interface part is at most 15 bytes,
+#: 45 encoded; the namespace part gets what is left, with room to spare
+_KEY_NS_MAX = 200
+
+
+def _key_part(text: str) -> str:
+    if text == "-":
+        return "%2D"  # '-' alone stands for "the run's own namespace"
+    return "".join(ch if ch in _KEY_SAFE else
+                   "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
+                   for ch in text)
+
+
+def _key_unpart(part: str) -> str:
+    if "~" in part or any(ch not in _KEY_SAFE and ch != "%" for ch in part):
+        raise ValueError(part)
+    raw = bytearray()
+    i = 0
+    while i < len(part):
+        if part[i] == "%":
+            raw.append(int(part[i + 1:i + 3], 16))  # ValueError on a torn escape
+            if len(part[i + 1:i + 3]) != 2:
+                raise ValueError(part)
+            i += 3
+        else:
+            raw += part[i].encode()
+            i += 1
+    return raw.decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -273,6 +364,8 @@ class ChainEntry:
     #: several programs of one object share its maps: those of the first by name
     #: (its pin directory); "" for a program alone with its object
     maps_of: str = ""
+    #: XdpProgram.maps frozen: ((map, ((key, value), ...)), ...) (mapsettings.freeze)
+    map_settings: tuple = ()
 
     def sort_key(self) -> tuple[int, str]:
         return (self.priority, self.name)
@@ -283,7 +376,9 @@ class ChainEntry:
                 "pin_maps": list(self.pin_maps) if self.pin_maps is not None else None,
                 "digest": self.digest, "link": self.link.value,
                 **({"constants": constants_json(self.constants)} if self.constants else {}),
-                **({"maps_of": self.maps_of} if self.maps_of else {})}
+                **({"maps_of": self.maps_of} if self.maps_of else {}),
+                **({"maps": map_settings_json(self.map_settings)}
+                   if self.map_settings else {})}
 
 
 @dataclass(frozen=True)
@@ -315,9 +410,10 @@ class Problem:
     interface: InterfaceRef | None = None  # set: concerns this interface only (a veto)
 
     def __str__(self) -> str:
-        who = f"plugin {self.plugin!r}: " if self.plugin else ""
-        fix = f" — fix: {self.fix}" if self.fix else ""  # as XdphooksError.line()
-        return f"{self.severity}: {who}{self.message}{fix}"
+        # as XdphooksError.line(): plugin text (veto()/warn() messages, names) escaped
+        who = f"plugin {quoted(self.plugin)}: " if self.plugin else ""
+        fix = f" — fix: {one_line(self.fix)}" if self.fix else ""
+        return f"{self.severity}: {who}{one_line(self.message, LINE_LIMIT)}{fix}"
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import unicodedata
 
-#: default cap: long enough for a verifier summary line or a path, short enough
-#: that one problem stays one readable line
+#: default cap for one piece of outside text (a message, a name, a path): long
+#: enough for a verifier summary line or a path, short enough that one problem
+#: stays one readable line
 LIMIT = 400
+#: cap for a whole line at an output edge (xdphooks' own words around the pieces)
+LINE_LIMIT = 2000
 
 ELLIPSIS = "…"
 
@@ -85,3 +88,17 @@ def one_line(value: object, limit: int | None = LIMIT) -> str:
 def is_one_line(value: str) -> bool:
     """True when ``value`` holds nothing ``one_line`` would escape."""
     return not any(needs_escape(ch) for ch in value)
+
+
+def quoted(value: object, limit: int | None = 200) -> str:
+    """A name (plugin, program, file) in quotes, escaped: ``'name'``."""
+    return f"'{one_line(value, limit)}'"
+
+
+def lines(value: object, limit: int | None = LINE_LIMIT) -> str:
+    """Text that is several lines by design (a verifier log): each line escaped,
+    so a line may not rewrite the terminal or forge a line of another kind."""
+    if not value:
+        return ""
+    text = value if isinstance(value, str) else one_line(value, None)
+    return "\n".join(one_line(ln, limit) for ln in text.splitlines())
