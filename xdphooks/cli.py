@@ -13,6 +13,7 @@ import time
 from .errors import XdphooksError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_DRIFT = 4  # reconcile --check: the kernel does not run what the plugins want
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--interface", action="append", default=[], metavar="IFACE",
                    help="only this interface (NETNS/IFNAME), e.g. from a hotplug event")
     r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("--check", action="store_true",
+                   help="change nothing; exit 0 if the kernel runs what the plugins want, "
+                   "4 if it drifted (printed), 1 if the check failed")
 
     pl = sub.add_parser("plan", help="show what reconcile would do; changes nothing")
     pl.add_argument("--json", action="store_true")
@@ -171,6 +175,10 @@ def _record_pending(paths, trigger: str, why: str) -> None:
 
 
 def cmd_reconcile(args, paths) -> int:
+    if args.check:
+        from . import drift
+
+        return drift.main(args, paths)
     deferred = _deferred(args)
     if deferred is not None:
         return deferred

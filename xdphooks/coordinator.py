@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import backends, config as config_mod
 from . import planner, state as state_mod
+from . import drift
 from .errors import KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
@@ -270,6 +271,7 @@ def reconcile(paths: Paths, opts: Options) -> Result:
             "applied": [f"{c.action} {c.interface}" for c in result.applied],
             "failed": result.failed,
             "problems": [str(p) for p in sess.plan.problems],
+            **drift.run_times(sess.state.last_run or {}, bool(result.failed)),
         }
         state_mod.save(paths.state_file, sess.state)
         said = {(p.plugin, p.message) for p in sess.plan.problems}

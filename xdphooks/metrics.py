@@ -177,9 +177,11 @@ def collect(paths: Paths) -> list[Family]:
     from . import status
     from .eventlog import read_history
 
+    from . import drift
+
     data = status.collect(paths)
     history = read_history(paths.state_dir / "changes.log", 0)
-    return families(data, history)
+    return families(data, history) + drift.families(paths, data)
 
 
 class SharedCollection:
