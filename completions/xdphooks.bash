@@ -93,7 +93,7 @@ _xdphooks()
 
     local opts=
     case $cmd in
-        reconcile) opts="--trigger --takeover --interface -q --quiet" ;;
+        reconcile) opts="--trigger --takeover --interface -q --quiet --check" ;;
         plan)      opts="--json" ;;
         status)    opts="--json --watch --brief --profile" ;;
         teardown)  opts="--all" ;;
