@@ -42,11 +42,12 @@ const volatile struct xdphooks_config xdph_config = {
 	.events_enabled = 1,
 };
 
+/* one entry: all slots' counters (xdphooks_config.h) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XDPHOOKS_MAX_SLOTS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct xdph_counter);
+	__type(value, struct xdphooks_counters);
 } xdph_counters SEC(".maps");
 
 struct {
@@ -78,7 +79,7 @@ struct {
 	}
 
 static __always_inline int xdph_after(struct xdp_md *ctx, __u32 slot, int ret,
-				      int *out)
+				      int *out, struct xdphooks_counters *c)
 {
 	__u64 idx = (__u32)ret;
 	__u8 decision;
@@ -90,14 +91,10 @@ static __always_inline int xdph_after(struct xdp_md *ctx, __u32 slot, int ret,
 		idx = XDPH_NR_POLICY - 1;
 	asm volatile("" : "+r"(idx));
 
-	if (xdph_config.counters_enabled) {
-		struct xdph_counter *c = bpf_map_lookup_elem(&xdph_counters, &slot);
-
-		if (c) {
-			c->packets++;
-			c->verdicts[idx]++;
-		}
-	}
+	/* the counters were looked up once, in the prologue: here only the add
+	 * (slot is a constant, so the row's offset is folded into the store) */
+	if (xdph_config.counters_enabled)
+		c->verdicts[slot][idx]++;
 	{
 		__u64 off = (__u64)slot * XDPH_NR_POLICY + idx;
 
@@ -152,7 +149,7 @@ static __always_inline int xdph_after(struct xdp_md *ctx, __u32 slot, int ret,
 	if (xdph_config.nr_slots <= n)                                       \
 		return XDP_PASS;                                             \
 	ret = slot##n(ctx);                                                  \
-	if (xdph_after(ctx, n, ret, &out))                                   \
+	if (xdph_after(ctx, n, ret, &out, c))                                \
 		return out;
 
 XDPH_FOR_EACH_SLOT(XDPH_SLOT)
@@ -160,8 +157,18 @@ XDPH_FOR_EACH_SLOT(XDPH_SLOT)
 SEC("xdp")
 int xdph_dispatcher(struct xdp_md *ctx)
 {
+	struct xdphooks_counters *c = 0;
+	__u32 key = XDPH_COUNTERS_KEY;
 	int ret, out = XDP_PASS;
 
+	/* One lookup per packet; the pointer lives in a callee-saved register
+	 * across the slots' calls. An array's key 0 is always there: a NULL here
+	 * cannot happen, and the chain fails closed rather than run uncounted. */
+	if (xdph_config.counters_enabled) {
+		c = bpf_map_lookup_elem(&xdph_counters, &key);
+		if (!c)
+			return XDP_ABORTED;
+	}
 	XDPH_FOR_EACH_SLOT(XDPH_CALL)
 	return XDP_PASS;
 }

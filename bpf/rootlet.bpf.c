@@ -8,18 +8,20 @@
  * xdphooks_root below is a stub: xdphooks/link/splice.py replaces it with the
  * chain, generated for this chain's slots and policies (each slot spliced
  * inline or called). This object provides the root's section, BTF and
- * signature, the per-slot counters, the event ring, the logging function and
+ * signature, the chain's counters, the event ring, the logging function and
  * the array that joins the segments of a long chain.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "xdphooks_config.h"
 
+/* One entry: every slot's counters in one per-CPU value, looked up once in the
+ * root's prologue (once per segment); each slot adds at verdicts[slot][verdict]. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XDPHOOKS_MAX_CHAIN);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct xdphooks_slot_stats);
+	__type(value, struct xdphooks_counters);
 } xdph_counters SEC(".maps");
 
 /* A chain too big for one program (maps, slots) is several linked programs:

@@ -9,10 +9,10 @@
 #include <linux/types.h>
 
 #define XDPHOOKS_MAX_SLOTS 128   /* per linked program; dispatcher config table */
-#define XDPHOOKS_MAX_CHAIN 256   /* programs in one static chain: counters entries */
+#define XDPHOOKS_MAX_CHAIN 256   /* programs in one static chain: counters rows */
 #define XDPHOOKS_MAX_SEGMENTS 32 /* linked programs joined by tail calls */
 #define XDPHOOKS_MAGIC 0x58445048 /* 'XDPH' */
-#define XDPHOOKS_VERSION 1
+#define XDPHOOKS_VERSION 2 /* 2: counters in one per-CPU value */
 #define XDPHOOKS_CONFIG_VERSION XDPHOOKS_VERSION
 
 /* decision codes */
@@ -40,11 +40,14 @@ struct xdphooks_config {
 	__u8 policy[XDPHOOKS_MAX_SLOTS][XDPH_NR_POLICY];
 };
 
-/* value of map `xdph_counters` (PERCPU_ARRAY, key = slot; max_entries
- * XDPHOOKS_MAX_CHAIN in the rootlet, XDPHOOKS_MAX_SLOTS in the dispatcher) */
-struct xdphooks_slot_stats {
-	__u64 packets;                   /* times the slot ran */
-	__u64 verdicts[XDPH_NR_POLICY];  /* by policy index */
+/* value of map `xdph_counters` (PERCPU_ARRAY, ONE entry, key 0): every slot's
+ * verdict counters in one per-CPU value, so a packet pays one map lookup (in the
+ * root's prologue; once per segment of a long chain) and each slot one add at
+ * verdicts[slot][verdict]. A slot's packets are the sum of its verdicts: every run
+ * ends in exactly one. Both the rootlet and the dispatcher use this layout. */
+#define XDPH_COUNTERS_KEY 0
+struct xdphooks_counters {
+	__u64 verdicts[XDPHOOKS_MAX_CHAIN][XDPH_NR_POLICY]; /* by policy index */
 };
 
 /* record in ring buffer `xdph_events` (RINGBUF, 64 KiB) */
@@ -58,12 +61,7 @@ struct xdphooks_event {
 
 #define XDPHOOKS_EVENTS_SIZE (64 * 1024)
 
-/* same layouts under the names dispatcher.bpf.c uses */
-struct xdph_counter {
-	__u64 packets;
-	__u64 verdicts[XDPH_NR_POLICY];
-};
-
+/* same layout under the name dispatcher.bpf.c uses */
 struct xdph_event {
 	__u64 ts_ns;
 	__u32 slot;

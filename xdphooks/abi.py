@@ -18,10 +18,10 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 XDP_MD_INGRESS_IFINDEX = 12
 
 MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS: per linked program / dispatcher config
-MAX_CHAIN = 256  # XDPHOOKS_MAX_CHAIN: programs in one static chain (counters entries)
+MAX_CHAIN = 256  # XDPHOOKS_MAX_CHAIN: programs in one static chain (counters rows)
 MAX_SEGMENTS = 32  # XDPHOOKS_MAX_SEGMENTS: linked programs joined by tail calls (kernel: 33)
 MAGIC = 0x58445048  # 'XDPH'
-VERSION = 1
+VERSION = 2  # 2: counters in one per-CPU value
 
 # decision codes (XDPH_CONTINUE, XDPH_RETURN, XDPH_LOG)
 DECISION_CONTINUE, DECISION_RETURN, DECISION_LOG = 0, 1, 2
@@ -69,10 +69,24 @@ SLOT_FUNCTION = "xdph_slot_{}"
 # struct xdphooks_config
 CONFIG_HEADER = struct.Struct("<IIIII")  # magic, version, nr_slots, counters, events
 
-# struct xdphooks_slot_stats {u64 packets; u64 verdicts[NR_POLICY];}: PERCPU_ARRAY, key = slot
-SLOT_STATS = struct.Struct(f"<{1 + NR_POLICY}Q")
-COUNTER_PACKETS_OFF = 0
-COUNTER_VERDICTS_OFF = 8
+# struct xdphooks_counters {u64 verdicts[MAX_CHAIN][NR_POLICY];}: the ONE value (key
+# COUNTERS_KEY) of PERCPU_ARRAY xdph_counters. Slot n's verdict v is the u64 at
+# counter_offset(n, v); its packets are the sum of its verdicts (one per run).
+COUNTERS_KEY = 0
+COUNTER = struct.Struct("<Q")
+COUNTERS_ROW = struct.Struct(f"<{NR_POLICY}Q")  # one slot's verdicts
+COUNTERS_SIZE = MAX_CHAIN * COUNTERS_ROW.size  # sizeof(struct xdphooks_counters)
+
+
+def counter_offset(slot: int, policy_index: int = 0) -> int:
+    """Byte offset of slot ``slot``'s counter for verdict ``policy_index`` (POLICY_KEYS
+    order) in the counters value."""
+    return slot * COUNTERS_ROW.size + policy_index * COUNTER.size
+
+
+#: version 1's layout (PERCPU_ARRAY, key = slot, {u64 packets; u64 verdicts[6]}): a
+#: chain pinned before an upgrade keeps it until its next rebuild, and status reads it
+V1_SLOT_STATS = struct.Struct(f"<{1 + NR_POLICY}Q")
 
 # struct xdphooks_event {u64 ts_ns; u32 slot, retval, ifindex, flags;}
 EVENT = struct.Struct("<QIIII")
@@ -91,9 +105,8 @@ def encode_config(codes: list[list[int]], counters: bool, events: bool | None = 
     return bytes(blob + table)
 
 
-def zero_counters(fd: int, slots: int = MAX_SLOTS) -> None:
+def zero_counters(fd: int) -> None:
     """Reset every slot's counters (after pre-flight)."""
     from .kernel import libbpf
-    zero = bytes(SLOT_STATS.size * libbpf.num_possible_cpus())
-    for slot in range(slots):
-        libbpf.map_update(fd, struct.pack("<I", slot), zero)
+    libbpf.map_update(fd, struct.pack("<I", COUNTERS_KEY),
+                      bytes(COUNTERS_SIZE * libbpf.num_possible_cpus()))

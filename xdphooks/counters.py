@@ -1,9 +1,10 @@
 """Read the rootlet's/dispatcher's per-slot counters and drain its event ring.
 
-``xdph_counters``: PERCPU_ARRAY, key = slot, value = struct xdphooks_slot_stats
-{u64 packets; u64 verdicts[6]} (bpf/xdphooks_config.h). ``xdph_events``: RINGBUF
-of struct xdphooks_event {u64 ts_ns; u32 slot, retval, ifindex, flags}, drained
-here through libbpf's own ring-buffer consumer (``kernel.libbpf.RingBuffer``).
+The layouts are :mod:`xdphooks.abi`'s (mirroring bpf/xdphooks_config.h):
+``xdph_counters`` is a PERCPU_ARRAY of one value holding every slot's verdict
+counters (a slot's packets are the sum of its verdicts); ``xdph_events`` a RINGBUF
+of ``abi.EVENT`` records, drained here through libbpf's own ring-buffer consumer
+(``kernel.libbpf.RingBuffer``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from . import abi
 from .model import ACTIONS, POLICY_KEYS
 
 if TYPE_CHECKING:
     from .paths import Paths
-
-_STATS = struct.Struct("<7Q")
-_EVENT = struct.Struct("<QIIII")
 
 
 def _open(fd_or_path: int | str) -> tuple[int, bool]:
@@ -30,6 +29,13 @@ def _open(fd_or_path: int | str) -> tuple[int, bool]:
     return libbpf.obj_get(str(fd_or_path)), True
 
 
+def _per_cpu(raw: bytes | None, ncpu: int, size: int) -> Iterator[bytes]:
+    """A per-CPU value as the kernel returns it: each CPU's copy, 8-byte aligned."""
+    stride = (size + 7) // 8 * 8
+    for c in range(ncpu if raw is not None else 0):
+        yield raw[c * stride: c * stride + size]
+
+
 def read_counters(counters: int | str, nr_slots: int) -> list[dict]:
     """Per slot: {"packets": n, "verdicts": {"aborted": n, ... "unknown": n}},
     summed over CPUs. ``counters`` is a map fd or a pinned path."""
@@ -37,20 +43,37 @@ def read_counters(counters: int | str, nr_slots: int) -> list[dict]:
     fd, close = _open(counters)
     try:
         ncpu = libbpf.num_possible_cpus()
-        stride = (_STATS.size + 7) // 8 * 8
+        if libbpf.map_info(fd).value_size == abi.V1_SLOT_STATS.size:
+            return _read_v1(fd, nr_slots, ncpu)
+        nr = min(nr_slots, abi.MAX_CHAIN)
+        raw = libbpf.map_lookup(fd, struct.pack("<I", abi.COUNTERS_KEY),
+                                abi.COUNTERS_SIZE * ncpu)
+        rows = struct.Struct(f"<{nr * abi.NR_POLICY}Q")  # the first nr rows, in one go
+        flat = [0] * (nr * abi.NR_POLICY)
+        for value in _per_cpu(raw, ncpu, abi.COUNTERS_SIZE):
+            flat = [a + b for a, b in zip(flat, rows.unpack_from(value, abi.counter_offset(0)))]
+        flat += [0] * ((nr_slots - nr) * abi.NR_POLICY)
         out = []
         for slot in range(nr_slots):
-            raw = libbpf.map_lookup(fd, struct.pack("<I", slot), stride * ncpu)
-            tot = [0] * 7
-            if raw is not None:
-                for c in range(ncpu):
-                    for k, v in enumerate(_STATS.unpack_from(raw, c * stride)):
-                        tot[k] += v
-            out.append({"packets": tot[0], "verdicts": dict(zip(POLICY_KEYS, tot[1:]))})
+            t = flat[slot * abi.NR_POLICY: (slot + 1) * abi.NR_POLICY]
+            out.append({"packets": sum(t), "verdicts": dict(zip(POLICY_KEYS, t))})
         return out
     finally:
         if close:
             os.close(fd)
+
+
+def _read_v1(fd: int, nr_slots: int, ncpu: int) -> list[dict]:
+    """A chain pinned by version 1 (one map entry per slot, with its own packets)."""
+    from .kernel import libbpf
+    out = []
+    for slot in range(nr_slots):
+        raw = libbpf.map_lookup(fd, struct.pack("<I", slot), abi.V1_SLOT_STATS.size * ncpu)
+        tot = [0] * (1 + abi.NR_POLICY)
+        for value in _per_cpu(raw, ncpu, abi.V1_SLOT_STATS.size):
+            tot = [a + b for a, b in zip(tot, abi.V1_SLOT_STATS.unpack(value))]
+        out.append({"packets": tot[0], "verdicts": dict(zip(POLICY_KEYS, tot[1:]))})
+    return out
 
 
 def read_events(events: int | str, limit: int = 1000) -> list[dict]:
@@ -60,8 +83,8 @@ def read_events(events: int | str, limit: int = 1000) -> list[dict]:
     consumer position). Returns dicts with ts_ns, slot, retval, ifindex, flags.
     """
     out = []
-    for rec in iter_ring(events, limit, _EVENT.size):
-        ts, slot, ret, ifindex, flags = _EVENT.unpack_from(rec, 0)
+    for rec in iter_ring(events, limit, abi.EVENT.size):
+        ts, slot, ret, ifindex, flags = abi.EVENT.unpack_from(rec, 0)
         out.append({"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex,
                     "flags": flags})
     return out

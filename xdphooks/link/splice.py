@@ -7,9 +7,10 @@ code with the chain itself, slot by slot:
 
 * **spliced** (the default): the entry function's body is placed inline. Each
   ``exit`` becomes a jump to the slot's epilogue with the verdict in r0. The
-  component's frame is shifted down by 8 bytes (every ``r10`` access and every
+  component's frame is shifted down by 8 or 16 bytes (every ``r10`` access and every
   copy of ``r10``), so ``[r10 - 8]`` holds ctx where the component cannot
-  reach it; the next slot reloads ctx from there. The component's own
+  reach it (and ``[r10 - 16]`` the counters pointer, when counting); the next
+  slot reloads ctx from there. The component's own
   subprograms stay ordinary calls; relocations, line_info and CO-RE records
   follow their instructions. No call, no return thunk: what is left per slot
   is one load and one compare.
@@ -21,13 +22,18 @@ code with the chain itself, slot by slot:
 The epilogue is generated from the slot's policy, known at build time: the
 default (pass continues, everything else ends the chain) is a single
 ``if w0 != XDP_PASS goto exit``. Counters and events follow
-:mod:`xdphooks.abi`. The verifier remains the judge of the result.
+:mod:`xdphooks.abi`: the prologue looks the one counters value up once per packet
+(once per segment: a tail call starts a new program) and keeps the pointer at
+``[r10 - 16]``; a slot that continues adds 1 at a constant offset (its row, the
+continuing verdict), and the verdict that ends the chain is counted once, out of
+line, on the way out. The verifier remains the judge of the result.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from .. import abi
 from . import elf as E
@@ -37,9 +43,13 @@ from .btf import Btf, BtfExt
 R_BPF_64_64, R_BPF_64_32 = 1, 10
 FUNC_INFO, LINE_INFO, CORE_RELO = 0, 1, 2
 CTX_SLOT = -8  # where the root keeps ctx
-KEY_SLOT = -16  # scratch for the counters key (the component's frame is dead by then)
-FRAME_SHIFT = 8  # bytes the component's frame moves down to make room for ctx
+COUNTERS_SLOT = -16  # where the root keeps the counters pointer (the lookup's key before)
+# bytes the components' frames move down to make room for the root's own slots
+FRAME_SHIFT = {False: -CTX_SLOT, True: -COUNTERS_SLOT}  # by "counters on"
 MAX_STACK = 512
+#: the generator's per-slot instruction counts of the last splice() per output file name
+#: (root0.o, root1.o, ...): bench/bench_static.py prints where the nanoseconds go
+last_costs: dict[str, list] = {}
 
 
 @dataclass(frozen=True)
@@ -119,8 +129,9 @@ class _Obj:
 # --- one component's entry, made inline -----------------------------------------------------
 
 
-def _body(obj: _Obj, function: str, done: I.Label) -> list[I.Insn | I.Place]:
-    """The entry function's code, transformed to run inline; raises _Unspliceable."""
+def _body(obj: _Obj, function: str, done: I.Label, shift: int) -> list[I.Insn | I.Place]:
+    """The entry function's code, transformed to run inline with its frame ``shift``
+    bytes down; raises _Unspliceable."""
     idx = obj.sym_index.get(function)
     if idx is None:
         raise _Unspliceable(f"no function {function}")
@@ -179,10 +190,10 @@ def _body(obj: _Obj, function: str, done: I.Label) -> list[I.Insn | I.Place]:
         if fp_base:
             if cls in (I.LDX, I.ST, I.STX) and (ins.code & 0xE0) not in (I.MEM, I.ATOMIC):
                 raise _Unspliceable(f"unsupported stack access {ins.code:#04x}")
-            ins.off -= FRAME_SHIFT
+            ins.off -= shift
             if ins.off < -MAX_STACK:
-                raise _Unspliceable(f"its frame ({-ins.off - FRAME_SHIFT} bytes) leaves no room "
-                                    "for the chain's 8 bytes")
+                raise _Unspliceable(f"its frame ({-ins.off - shift} bytes) leaves no room "
+                                    f"for the chain's {shift} bytes")
             out.append(ins)
             continue
         if ins.code == I.ALU64 | I.MOV | I.X and ins.src == I.FP:
@@ -190,16 +201,16 @@ def _body(obj: _Obj, function: str, done: I.Label) -> list[I.Insn | I.Place]:
             nxt = insns[k + 1][1] if k + 1 < len(insns) else None
             nxt_pos = insns[k + 1][0] if k + 1 < len(insns) else -1
             if nxt is not None and nxt.code == I.ALU64 | I.ADD | I.K and nxt.dst == ins.dst \
-                    and nxt.imm - FRAME_SHIFT < -MAX_STACK:
+                    and nxt.imm - shift < -MAX_STACK:
                 raise _Unspliceable(f"its frame ({-nxt.imm} bytes) leaves no room for the "
-                                    "chain's 8 bytes")
+                                    f"chain's {shift} bytes")
             if (nxt is not None and nxt.code == I.ALU64 | I.ADD | I.K and nxt.dst == ins.dst
                     and nxt_pos not in labels and obj.text_rels.get(start + nxt_pos * 8) is None):
-                out.append(replace(I.add_imm(ins.dst, nxt.imm - FRAME_SHIFT),
+                out.append(replace(I.add_imm(ins.dst, nxt.imm - shift),
                                    ext=list(ext.get(nxt_pos * 8, []))))
                 skip_add = True
             else:
-                out.append(I.add_imm(ins.dst, -FRAME_SHIFT))
+                out.append(I.add_imm(ins.dst, -shift))
             continue
         if ins.src == I.FP and cls in (I.ALU, I.ALU64) and ins.code & I.X or ins.dst == I.FP \
                 and cls in (I.ALU, I.ALU64, I.LDX) or ins.src == I.FP and cls == I.STX:
@@ -251,7 +262,7 @@ def _call_depth(obj: _Obj, start: int, size: int, seen: frozenset = frozenset())
     return worst
 
 
-def _fit(obj: _Obj, slots: list[Slot], spliceable: dict[int, int]) -> dict[int, str]:
+def _fit(obj: _Obj, slots: list[Slot], spliceable: dict[int, int], shift: int) -> dict[int, str]:
     """Slots to call after all because of the 512-byte stack: spliced, every frame
     shares the root's, so the biggest one goes first until the chain fits."""
     facts = {}
@@ -262,7 +273,7 @@ def _fit(obj: _Obj, slots: list[Slot], spliceable: dict[int, int]) -> dict[int, 
     out: dict[int, str] = {}
     spliced = set(spliceable)
     while True:
-        root = _round(max([facts[n][0] + FRAME_SHIFT for n in spliced] + [-KEY_SLOT]))
+        root = _round(max([facts[n][0] + shift for n in spliced] + [shift]))
         worst = max([root + facts[n][1] for n in spliced]
                     + [root + _round(facts[n][0]) + facts[n][1] for n in facts
                        if n not in spliced], default=0)
@@ -279,7 +290,7 @@ def assess(path: str, function: str) -> Linked:
     (for ``plan``; the chain's stack budget and the verifier decide at build time)."""
     try:
         obj = _Obj.read(path)
-        _body(obj, function, I.Label())
+        _body(obj, function, I.Label(), FRAME_SHIFT[True])
         return Linked("spliced")
     except _Unspliceable as e:
         return Linked("called", str(e))
@@ -288,28 +299,30 @@ def assess(path: str, function: str) -> Linked:
 # --- the generated root ---------------------------------------------------------------------
 
 
-def _epilogue(slot: Slot, n: int, obj: _Obj, counters: bool, events: bool,
-              leave: I.Label) -> list[I.Insn | I.Place]:
-    """After slot ``n``: r0 holds its verdict. Count, apply the policy, fall through to
-    the next slot on "continue"."""
-    out: list[I.Insn | I.Place] = []
-    if counters:
-        skip, clamped = I.Label("nocount"), I.Label("clamped")
-        out += [I.mov_reg(6, 0),
-                I.st_imm(I.W, I.FP, KEY_SLOT, slot.key),
-                I.mov_reg(2, I.FP), I.add_imm(2, KEY_SLOT),
-                I.ld_map(1, obj.sym_index[abi.COUNTERS_MAP], R_BPF_64_64),
-                I.call_helper(I.HELPER_MAP_LOOKUP),
-                I.jmp_imm(I.JEQ, 0, 0, skip),
-                I.ldx(I.DW, 1, 0, abi.COUNTER_PACKETS_OFF), I.add_imm(1, 1),
-                I.stx(I.DW, 0, 1, abi.COUNTER_PACKETS_OFF),
-                # verdicts[min((u32)ret, UNKNOWN)]
-                I.mov_reg(1, 6), I.alu_imm(I.LSH, 1, 32), I.alu_imm(I.RSH, 1, 32),
-                I.jmp_imm(I.JLE, 1, abi.POL_UNKNOWN, clamped), I.mov_imm(1, abi.POL_UNKNOWN),
-                I.Place(clamped), I.alu_imm(I.LSH, 1, 3), I.Insn(I.ALU64 | I.ADD | I.X, 0, 1),
-                I.ldx(I.DW, 1, 0, abi.COUNTER_VERDICTS_OFF), I.add_imm(1, 1),
-                I.stx(I.DW, 0, 1, abi.COUNTER_VERDICTS_OFF),
-                I.Place(skip), I.mov_reg(0, 6)]
+def _count_at(reg: int, off: int) -> list[I.Insn]:
+    """counters[off] += 1, the counters pointer in ``reg`` (per CPU: no atomics)."""
+    return [I.ldx(I.DW, 5, reg, off), I.add_imm(5, 1), I.stx(I.DW, reg, 5, off)]
+
+
+def _count_verdict(row: int | None) -> list[I.Insn | I.Place]:
+    """counters[row + min((u32)r0, UNKNOWN) * 8] += 1, keeping r0; ``row`` None: the
+    row's offset is in r2 already."""
+    clamped = I.Label("clamped")
+    out: list[I.Insn | I.Place] = [I.ldx(I.DW, 1, I.FP, COUNTERS_SLOT)]
+    if row is None:
+        out.append(I.Insn(I.ALU64 | I.ADD | I.X, 1, 2))
+    out += [I.Insn(I.ALU | I.MOV | I.X, 3, 0),  # zero-extended (u32)verdict
+            I.jmp_imm(I.JLE, 3, abi.POL_UNKNOWN, clamped), I.mov_imm(3, abi.POL_UNKNOWN),
+            I.Place(clamped), I.alu_imm(I.LSH, 3, 3), I.Insn(I.ALU64 | I.ADD | I.X, 1, 3)]
+    return out + _count_at(1, row or 0)
+
+
+def _epilogue(slot: Slot, obj: _Obj, counters: bool, events: bool, leave: I.Label,
+              exit_: I.Label, tail: list[I.Insn | I.Place]) -> list[I.Insn | I.Place]:
+    """After slot ``slot``: r0 holds its verdict. Count, apply the policy, fall through to
+    the next slot on "continue". ``exit_`` returns r0; ``leave`` counts r0 for the slot
+    whose row offset is in r2, then returns it. Code run only when the chain ends goes
+    to ``tail`` (placed after the chain, out of the straight line)."""
     codes = list(slot.codes)
     if not events:
         codes = [abi.DECISION_CONTINUE if c == abi.DECISION_LOG else c for c in codes]
@@ -318,16 +331,27 @@ def _epilogue(slot: Slot, n: int, obj: _Obj, counters: bool, events: bool,
     if unknown == abi.DECISION_RETURN and len(cont) == 1 and all(
             c == abi.DECISION_RETURN for v, c in enumerate(known) if v != cont[0]):
         # the common shape (libxdp's default): one verdict continues, all others end it
-        return out + [I.jmp32_imm(I.JNE, 0, cont[0], leave)]
+        if not counters:
+            return [I.jmp32_imm(I.JNE, 0, cont[0], exit_)]
+        # continuing, the verdict is known: one add at a constant offset; ending, the
+        # verdict is counted once, out of line, by the code the leaving slots share
+        out_n = I.Label(f"leave{slot.key}")
+        tail += [I.Place(out_n), I.mov_imm(2, abi.counter_offset(slot.key)), I.ja(leave)]
+        return [I.jmp32_imm(I.JNE, 0, cont[0], out_n), I.ldx(I.DW, 1, I.FP, COUNTERS_SLOT),
+                *_count_at(1, abi.counter_offset(slot.key, cont[0]))]
+    out: list[I.Insn | I.Place] = []
+    if counters:
+        out += _count_verdict(abi.counter_offset(slot.key))
+    done = exit_  # counted above already
     log = I.Label("log")
     for value, c in enumerate(known):
         if c == abi.DECISION_RETURN:
-            out.append(I.jmp32_imm(I.JEQ, 0, value, leave))
+            out.append(I.jmp32_imm(I.JEQ, 0, value, done))
         elif c == abi.DECISION_LOG:
             out.append(I.jmp32_imm(I.JEQ, 0, value, log))
     if unknown != abi.DECISION_CONTINUE:
         out.append(I.jmp32_imm(I.JGT, 0, abi.POL_UNKNOWN - 1,
-                               leave if unknown == abi.DECISION_RETURN else log))
+                               done if unknown == abi.DECISION_RETURN else log))
     if abi.DECISION_LOG in codes:
         nxt = I.Label("next")
         out += [I.ja(nxt), I.Place(log),
@@ -339,29 +363,58 @@ def _epilogue(slot: Slot, n: int, obj: _Obj, counters: bool, events: bool,
     return out
 
 
+@dataclass(frozen=True)
+class SlotCost:
+    """Instructions the chain adds around one slot's own code (the splicer's count):
+    ``reload`` of ctx before it, the ``epilogue`` run when it continues, ``leaving`` run
+    once when the chain ends at it, ``call`` 1 for a called slot."""
+
+    reload: int
+    epilogue: int
+    leaving: int
+    call: int
+
+
 def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
-             next_segment: int | None = None) -> tuple[list[I.Insn | I.Place], list[Linked]]:
+             next_segment: int | None = None, costs: list | None = None,
+             ) -> tuple[list[I.Insn | I.Place], list[Linked]]:
     """The root program's instructions, and what became of each slot. With
-    ``next_segment``, a chain that runs to the end tail-calls that segment."""
-    leave, refs = I.Label("leave"), I.Label("refs")
+    ``next_segment``, a chain that runs to the end tail-calls that segment. ``costs``,
+    if given, receives one :class:`SlotCost` per slot, then the prologue's and the
+    segment end's instruction counts as ("prologue", n), ("segment_end", n)."""
+    leave, refs, exit_, lost = I.Label("leave"), I.Label("refs"), I.Label("exit"), \
+        I.Label("nocounters")
+    shift = FRAME_SHIFT[counters]
     # ctx is never NULL: the verifier drops this branch and the block it leads to, but
     # the block's map references keep the chain's own maps among the program's maps
     # whatever the configuration (recover.py identifies our chain by them)
     prog: list[I.Insn | I.Place] = [I.stx(I.DW, I.FP, 1, CTX_SLOT),
                                     I.jmp_imm(I.JEQ, 1, 0, refs)]
+    if counters:
+        # the one lookup of this program (a segment after a tail call does its own)
+        prog += [I.st_imm(I.W, I.FP, COUNTERS_SLOT, abi.COUNTERS_KEY),
+                 I.mov_reg(2, I.FP), I.add_imm(2, COUNTERS_SLOT),
+                 I.ld_map(1, obj.sym_index[abi.COUNTERS_MAP], R_BPF_64_64),
+                 I.call_helper(I.HELPER_MAP_LOOKUP),
+                 # an array's key 0 is always there; were it not, fail closed rather
+                 # than run a chain that cannot count
+                 I.jmp_imm(I.JEQ, 0, 0, lost),
+                 I.stx(I.DW, I.FP, 0, COUNTERS_SLOT), I.ldx(I.DW, 1, I.FP, CTX_SLOT)]
+    prologue = _slots(prog)
     done = [I.Label(f"done{n}") for n in range(len(slots))]
     bodies: dict[int, list] = {}
     linked = [Linked("called") for _ in slots]
     for n, slot in enumerate(slots):
         if slot.splice:
             try:
-                bodies[n] = _body(obj, slot.function, done[n])
+                bodies[n] = _body(obj, slot.function, done[n], shift)
                 linked[n] = Linked("spliced")
             except _Unspliceable as e:
                 linked[n] = Linked("called", str(e))
-    for n, why in _fit(obj, slots, bodies).items():
+    for n, why in _fit(obj, slots, bodies, shift).items():
         del bodies[n]
         linked[n] = Linked("called", why)
+    tail: list[I.Insn | I.Place] = []
     for n, slot in enumerate(slots):
         if n:
             prog.append(I.ldx(I.DW, 1, I.FP, CTX_SLOT))
@@ -370,7 +423,15 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
             body = [I.call_symbol(obj.sym_index[slot.function], R_BPF_64_32)]
         prog += body
         prog.append(I.Place(done[n]))
-        prog += _epilogue(slot, n, obj, counters, events, leave)
+        before = len(tail)
+        epi = _epilogue(slot, obj, counters, events, leave, exit_, tail)
+        prog += epi
+        if costs is not None:
+            leaving = _slots(tail[before:]) + (_slots(_count_verdict(None)) + 1
+                                               if len(tail) > before else 1)
+            costs.append(SlotCost(reload=1 if n else 0, epilogue=_slots(epi), leaving=leaving,
+                                  call=0 if n in bodies else 1))
+    end = len(prog)
     if next_segment is not None:
         prog += [I.ldx(I.DW, 1, I.FP, CTX_SLOT),
                  I.ld_map(2, obj.sym_index[abi.SEGMENTS_MAP], R_BPF_64_64),
@@ -379,10 +440,19 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
                  I.mov_imm(0, abi.XDP_ABORTED), I.exit_()]
     else:
         prog += [I.mov_imm(0, abi.XDP_PASS), I.exit_()]
-    prog += [I.Place(leave), I.exit_(), I.Place(refs)]
+    if costs is not None:
+        costs += [("prologue", prologue), ("segment_end", _slots(prog[end:]))]
+    if tail:  # the verdict of the slot that ends the chain (every insn must be reachable)
+        prog += tail + [I.Place(leave)] + _count_verdict(None)
+    prog += [I.Place(exit_), I.exit_(), I.Place(refs)]
     prog += [I.ld_map(1, obj.sym_index[name], R_BPF_64_64) for name in abi.ROOT_MAPS]
-    prog += [I.mov_imm(0, abi.XDP_ABORTED), I.exit_()]
+    prog += [I.Place(lost), I.mov_imm(0, abi.XDP_ABORTED), I.exit_()]
     return prog, linked
+
+
+def _slots(prog: list) -> int:
+    """Instruction slots of a piece of program (a 64-bit load takes two)."""
+    return sum(x.slots for x in prog if isinstance(x, I.Insn))
 
 
 # --- writing the object ---------------------------------------------------------------------
@@ -400,7 +470,9 @@ def splice(linked_path: str, out_path: str, root: str, slots: list[Slot], counte
     rsym = elf.symbols[rsym_i]
     sec = elf.sections[rsym.shndx]
     r_start, r_end = rsym.value, rsym.value + rsym.size
-    prog, linked = generate(obj, slots, counters, events, next_segment)
+    costs: list = []
+    prog, linked = generate(obj, slots, counters, events, next_segment, costs)
+    last_costs[Path(out_path).name] = costs
     code, placed = I.assemble(prog)
     delta = len(code) - (r_end - r_start)
 
@@ -469,4 +541,4 @@ def _at(rec: bytes, off: int) -> bytearray:
     return r
 
 
-__all__ = ["Slot", "Linked", "splice", "generate", "assess"]
+__all__ = ["Slot", "Linked", "SlotCost", "splice", "generate", "assess", "last_costs"]
