@@ -210,7 +210,7 @@ def _tut(name: str) -> Source:
 
 KATRAN = Source("katran/katran/lib/bpf/balancer.bpf.c", ("katran",))
 
-NO_LICENCE = Expect(r"licence no licence is not GPL-compatible",
+NO_LICENCE = Expect(r"has no license section \(SEC\(\"license\"\)",
                     "the object has no license section; the static chain is one GPL program")
 
 SYNPROXY_UNLOADABLE = Expect(

@@ -31,7 +31,7 @@ from .faults import crashpoint
 from .inspect import inspect, object_path
 from .kernel import bpffs, libbpf, xdp
 from .kernel.netns import NetnsError, interfaces, list_netns
-from .model import Change, Chain, InterfaceRef, Plan, constants_json
+from .model import Change, Chain, InterfaceRef, Plan, constants_json, map_settings_json
 from .paths import Paths, parse_gen_dir
 from .plugins import Plugins, discover
 from . import recover
@@ -327,7 +327,8 @@ def _adopt_running(sess: Session, opts: Options) -> None:
                                     e.program, e.digest,
                                     xdp.pinned_prog_id(gen_dir / f"prog-{e.name}")
                                     or obs.attached_id, i,
-                                    constants=constants_json(e.constants))
+                                    constants=constants_json(e.constants),
+                                    maps=map_settings_json(e.map_settings))
                       for i, e in enumerate(chain.entries)],
             updated=time.time(), trigger=opts.trigger,
             **recover.record_fields(sess.paths.pin_root, gen_dir, chain))
@@ -399,7 +400,8 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
         previous = PreviousChain(pdir, {p.name: p.digest for p in progs},
                                  {p.name: p.slot for p in progs},
                                  obs.record.mode if obs.record else "",
-                                 {p.name: p.constants for p in progs})
+                                 {p.name: p.constants for p in progs},
+                                 {p.name: p.maps for p in progs})
     os.makedirs(sess.paths.run_dir, mode=0o700, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=sess.paths.run_dir))
     ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous,
@@ -432,7 +434,8 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
         programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                 e.program, e.digest,
                                 built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i,
-                                constants=constants_json(e.constants), **_link_fields(built, i))
+                                constants=constants_json(e.constants),
+                                    maps=map_settings_json(e.map_settings), **_link_fields(built, i))
                   for i, e in enumerate(chain.entries)],
         updated=time.time(), trigger=opts.trigger,
         **recover.record_fields(sess.paths.pin_root, gen_dir, chain))

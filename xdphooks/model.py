@@ -313,9 +313,10 @@ class InterfaceRef:
         return ref if ref.key == key else None  # one spelling per interface
 
 
-#: kept as they are in keys; everything else (first of all '@', '%', '~', '/') is
-#: percent-encoded, byte by byte
-_KEY_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=,:")
+#: kept as they are in keys; everything else (first of all '@', '%', '~', '/', and
+#: '.', which the bpffs refuses in names: EPERM, so a VLAN eth0.100 needs it too)
+#: is percent-encoded, byte by byte
+_KEY_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=,:")
 #: a key is a file name (NAME_MAX 255 bytes): the interface part is at most 15 bytes,
 #: 45 encoded; the namespace part gets what is left, with room to spare
 _KEY_NS_MAX = 200

@@ -44,6 +44,7 @@ class ProgramRecord:
     link: str = ""  # static: "spliced" | "called"; freplace: "freplace"
     link_reason: str = ""  # why a program asked to be spliced was called
     constants: dict[str, Any] = field(default_factory=dict)  # its const volatile values
+    maps: dict[str, Any] = field(default_factory=dict)  # its XdpProgram.maps settings
 
 
 @dataclass

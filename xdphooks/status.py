@@ -77,6 +77,7 @@ def collect(paths: Paths) -> dict:
                 "link": link_kind(rec, p),
                 "object": p.object, "program": p.program, "digest": p.digest,
                 "link_reason": p.link_reason or None, "constants": p.constants,
+                "maps": p.maps,
                 "packets": c["packets"] if c else None,
                 "verdicts": {k: c["verdicts"].get(k, 0) for k in VERDICT_KEYS} if c else None,
                 "package": prov.get("package"), "modified": prov.get("modified"),

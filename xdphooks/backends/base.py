@@ -23,13 +23,17 @@ class PreviousChain:
     slots: dict[str, int] = field(default_factory=dict)  # program name -> its slot there
     mode: str = ""  # the backend that built it (globals carry over within one backend)
     constants: dict[str, dict] = field(default_factory=dict)  # program -> its constants
+    map_settings: dict[str, dict] = field(default_factory=dict)  # program -> its maps=
 
     def same_load(self, entry: ChainEntry) -> bool:
-        """Would ``entry`` load as the program it ran as (same object, same constants)?"""
-        from ..model import constants_json
+        """Would ``entry`` load as the program it ran as (same object, same constants,
+        same map settings)?"""
+        from ..model import constants_json, map_settings_json
 
         return (bool(entry.digest) and self.digests.get(entry.name) == entry.digest
-                and self.constants.get(entry.name, {}) == constants_json(entry.constants))
+                and self.constants.get(entry.name, {}) == constants_json(entry.constants)
+                and self.map_settings.get(entry.name, {})
+                == map_settings_json(entry.map_settings))
 
 
 @dataclass
@@ -250,6 +254,7 @@ def load_tail_targets(path: str, entry: ChainEntry, targets: tuple[str, ...],
     chain's multi-buffer flag; its maps are pointed at the chain's copies (``map_fds``,
     by the object's map names), so libbpf fills the chain's arrays and the targets share
     the entry's maps. The arrays hold the programs once the object is closed."""
+    from .. import mapsettings
     from ..errors import KernelError, VerifierError
     from ..kernel import libbpf
 
@@ -262,6 +267,8 @@ def load_tail_targets(path: str, entry: ChainEntry, targets: tuple[str, ...],
                     p.set_type(libbpf.BPF_PROG_TYPE_XDP)
                 set_frags(p, frags)
         apply_constants(obj, path, entry)
+        mapsettings.apply({m.name: m for m in obj.maps() if not m.internal}, entry,
+                          os.path.basename(entry.object))
         arrays = {}  # by the object's own names: reuse_fd renames a map after its fd's
         for m in obj.maps():
             # a map reused from a pin carries the kernel's name, cut to 15 characters

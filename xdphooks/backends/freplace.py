@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import abi
+from .. import abi, mapsettings, precheck
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import ChainEntry
@@ -160,6 +160,7 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
     what its globals need). ``fresh``: with maps of its own, not the pinned ones (the
     pre-flight's trial copy)."""
     path = ctx.trusted_object(entry)
+    precheck.check(path, entry)  # faults libbpf would report without naming the plugin
     elf = E.read_elf(path)
     # Programs it tail-calls through a declaratively initialised PROG_ARRAY load after
     # it, from the original object (load_tail_targets); the extension itself loads from
@@ -192,10 +193,16 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
             raise ObjectError(f"object {os.path.basename(entry.object)} has no map(s) "
                               f"{', '.join(sorted(unknown))} named in pin_maps",
                               plugin=entry.plugin, fix=f"use some of: {', '.join(sorted(names))}")
+        keep_out = mapsettings.unpinned(entry)
+        mapsettings.apply({m.name: m for m in obj.maps() if not m.internal}, entry,
+                          os.path.basename(entry.object),
+                          lambda n: None if fresh or n in keep_out or (
+                              entry.pin_maps is not None and n not in entry.pin_maps)
+                          else str(ctx.map_pin_dir(entry) / n))
         for m in obj.maps():
             if m.internal:
                 continue
-            if entry.pin_maps is not None and m.name not in entry.pin_maps:
+            if m.name in keep_out or entry.pin_maps is not None and m.name not in entry.pin_maps:
                 m.set_pin_path(None)  # also overrides LIBBPF_PIN_BY_NAME
                 continue
             pin = str(ctx.map_pin_dir(entry) / m.name)
@@ -294,7 +301,8 @@ def _reuse_component(ctx: BuildContext, entry: ChainEntry, prev_pin: Path, disp_
     if entry.pin_maps is None or entry.pin_maps:
         try:
             for name in sorted(os.listdir(pin_dir)):
-                if entry.pin_maps is None or name in entry.pin_maps:
+                if (entry.pin_maps is None or name in entry.pin_maps) \
+                        and name not in mapsettings.unpinned(entry):
                     maps[name] = str(pin_dir / name)
         except OSError:
             pass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
-from .. import abi
+from .. import abi, mapsettings, precheck
 from ..link import splice
 from ..model import Link
 from ..link.globals import carry
@@ -202,8 +202,9 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     results = []
     for i, entry in enumerate(entries):
         out = work / f"slot{i}-{entry.name}.o"
-        results.append(rewrite(ctx.trusted_object(entry), str(out), i, entry.program,
-                               who=entry.plugin))
+        path = ctx.trusted_object(entry)
+        precheck.check(path, entry)  # faults the linked chain would not name: this plugin
+        results.append(rewrite(path, str(out), i, entry.program, who=entry.plugin))
     # multi-buffer only when every program handles it (segments join by tail call,
     # and the kernel wants the same flag on both sides of one)
     single = [(e.name, e.plugin) for e, r in zip(entries, results) if not r.frags]
@@ -444,6 +445,10 @@ def _load(ctx: BuildContext, path: Path, entries, results, shared: dict[str, int
         for entry, res in zip(entries, results):
             apply_constants(obj, str(path), entry, prefix=res.prefix)
             wanted = _wanted_maps(entry, res)
+            mapsettings.apply({orig: by_name[renamed] for renamed, orig in res.maps.items()
+                               if renamed in by_name}, entry, os.path.basename(entry.object),
+                              lambda n: None if fresh or n not in wanted
+                              else str(ctx.map_pin_dir(entry) / n))
             for renamed, orig in res.maps.items():
                 m = by_name.get(renamed)
                 if m is not None:
@@ -464,6 +469,7 @@ def _load(ctx: BuildContext, path: Path, entries, results, shared: dict[str, int
 def _wanted_maps(entry, res) -> set[str]:
     wanted = set(res.maps.values()) if entry.pin_maps is None else set(entry.pin_maps)
     unknown = wanted - set(res.maps.values())
+    wanted -= mapsettings.unpinned(entry)  # maps={"m": {"pin": False}}
     if unknown:
         raise ObjectError(f"object {os.path.basename(entry.object)} has no map(s) "
                           f"{', '.join(sorted(unknown))} named in pin_maps",
