@@ -1,36 +1,43 @@
-"""Plugin discovery: entry points and drop-in folders, each plugin isolated.
+"""Plugin discovery: entry points and drop-in folders; plugin code runs in a plugin host.
 
 Drop-ins, like systemd units and kernel-install plugins:
 
 - ``<libdir>/plugins/NAME.py``   — installed by packages;
 - ``/etc/xdphooks/plugins/NAME.py`` — the admin's: same name overrides the
-  package's file; a symlink to ``/dev/null`` masks it.
+  package's file; a symlink to ``/dev/null`` masks it.  A mask obeys the same
+  trust rules as a plugin file (the link root's, in root-owned directories not
+  writable by others); an untrusted one is refused with a warning and masks
+  nothing.
 
 Entry points: group ``xdphooks``, the entry point's name is the plugin name;
-a drop-in of the same name wins. A plugin that fails to import, raises, hangs
-or returns bad data is recorded in :attr:`Plugins.failures` by name and left
-out; it never takes the others down.
+a drop-in of the same name wins.
+
+Finding the plugins and checking the files is the coordinator's own work, done
+here; running them is not: every import and every hook call runs in a child
+process (:mod:`xdphooks.pluginhost`) under ``hook_timeout``, and results come
+back as data, validated here.  A plugin that fails to import, raises, hangs,
+kills its host or returns bad data is recorded in :attr:`Plugins.failures` by
+name and left out; it never takes the others down: the host is killed and a
+fresh one carries on with the other plugins.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import base64
 import os
+import stat
 import sys
-import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Mapping
 
-import pluggy
-
-from . import hookspecs
+from . import pluginhost
 from .errors import XdphooksError
 from .model import Problem, XdpProgram, program_problems
 from .paths import Paths
-from .security import check_trusted_file, read_trusted
+from .security import check_trusted_dirs, check_trusted_file, read_trusted
+from .text import one_line
 
 ENTRY_POINT_GROUP = "xdphooks"
 
@@ -40,149 +47,279 @@ class Failure:
     plugin: str
     reason: str
     fix: str = ""
+    #: the plugin is broken (it could not load or declare): its programs are unknown.
+    #: False for a warning about it that leaves it running as before (a refused mask)
+    breaks: bool = True
 
     def __str__(self) -> str:
         fix = f" — fix: {self.fix}" if self.fix else ""
         return f"plugin {self.plugin!r}: {self.reason}{fix}"
 
 
+def _fix_for(name: str) -> str:
+    return f"fix or remove the plugin, or disable it with --disable {name}"
+
+
 @dataclass
 class Plugins:
-    pm: pluggy.PluginManager
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> file or entry point
     failures: list[Failure] = field(default_factory=list)
     masked: list[str] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
     timeout: float = 10.0
+    #: loaded plugins, in load order: name -> the host's load request (to load it again
+    #: in a fresh host) and the hooks it implements
+    _loaded: dict[str, tuple[dict, frozenset[str]]] = field(default_factory=dict)
+    _slot: "_HostSlot" = field(default_factory=lambda: _HostSlot())
 
-    def call_each(self, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
-        """Call ``hook`` on every plugin separately, guarded; returns (plugin, result)
-        for the implementations that returned, so results can be blamed on a plugin
-        (pluggy's own call returns them without names)."""
-        out = []
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            guarded: _Guarded = impl.function  # every implementation is, see _register()
-            ok, value = guarded.call(*(kwargs[k] for k in impl.argnames))
-            if ok:
-                out.append((guarded.plugin, value))
-        return out
+    def __post_init__(self) -> None:
+        weakref.finalize(self, self._slot.close)  # the host ends with its Plugins
 
-    def notify(self, hook: str, **kwargs: Any) -> None:
-        """Fire an after-the-fact hook through pluggy; failures are reported, never raised."""
-        getattr(self.pm.hook, hook)(**kwargs)
+    # -- the public surface the coordinator and the planner use
+
+    def implements(self, hook: str) -> bool:
+        return any(hook in hooks for _, hooks in self._loaded.values())
 
     def programs(self) -> tuple[list[tuple[str, XdpProgram]], set[str]]:
         """All declared programs with their plugin, and the plugins that failed to declare."""
         found: list[tuple[str, XdpProgram]] = []
-        broken: set[str] = {f.plugin for f in self.failures}
-        for plugin, result in self.call_each("xdphooks_programs", {}):
+        broken = self._broken()
+        for plugin, result in self._call_each("xdphooks_programs", {}):
             reason = _bad_programs(result)
             if reason:
-                self.failures.append(Failure(plugin, f"xdphooks_programs() returned bad data: "
-                                             f"{reason}", "return a list of XdpProgram"))
+                self._fail(plugin, f"xdphooks_programs() returned bad data: {reason}",
+                           "return a list of XdpProgram")
                 broken.add(plugin)
                 continue
             found.extend((plugin, p) for p in result)
-        broken |= {f.plugin for f in self.failures}
-        return found, broken
+        return found, broken | self._broken()
 
     def validate(self, interface, chain) -> list[Problem]:
         problems: list[Problem] = []
-        for plugin, result in self.call_each("xdphooks_validate_chain",
-                                             {"interface": interface, "chain": chain}):
+        for plugin, result in self._call_each("xdphooks_validate_chain",
+                                               {"interface": interface, "chain": chain}):
             if result is None:
                 continue
-            if not isinstance(result, (list, tuple)) or not all(isinstance(p, Problem)
-                                                                for p in result):
-                self.failures.append(Failure(plugin, "xdphooks_validate_chain() must return "
-                                             "None or a list of veto()/warn() problems"))
+            if not isinstance(result, tuple) or not all(_good_problem(p) for p in result):
+                self._fail(plugin, "xdphooks_validate_chain() must return None or a list of "
+                           "veto()/warn() problems")
                 continue
-            problems.extend(Problem(p.severity, p.plugin or plugin, p.message, p.fix)
-                            for p in result)
+            problems.extend(Problem(p.severity, p.plugin or plugin, one_line(p.message),
+                                    one_line(p.fix)) for p in result)
         return problems
 
     def select_mode(self, interface, chain, probed: str) -> str | None:
-        # pluggy's firstresult: the first non-None answer, in pluggy's call order; an
-        # implementation that fails counts as None (and is reported).
-        return self.pm.hook.xdphooks_select_mode(interface=interface, chain=chain,
-                                                 probed=probed)
+        # pluggy's firstresult, in pluggy's call order (the host's pluggy says which):
+        # the first non-None answer; an implementation that fails counts as None.
+        for plugin in self._order("xdphooks_select_mode"):
+            ok, value = self._call(plugin, "xdphooks_select_mode",
+                                   {"interface": interface, "chain": chain, "probed": probed})
+            if ok and value is not None and not isinstance(value, str):
+                self._fail(plugin, f"xdphooks_select_mode() returned "
+                           f"{getattr(value, 'reason', type(value).__name__)}, not a mode "
+                           "name or None", _fix_for(plugin))
+            elif ok and value is not None:
+                return value
+        return None
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Fire an after-the-fact hook on every plugin; failures are reported, never raised."""
+        for plugin in self._order(hook):
+            self._call(plugin, hook, kwargs)
+
+    def prog_arrays(self, interface, program: str, programs: Mapping[str, int],
+                    arrays: Mapping[str, int]) -> None:
+        """``xdphooks_prog_arrays``: the fds are passed to the host (SCM_RIGHTS)."""
+        fds = list(programs.values()) + list(arrays.values())
+        slots = {"programs": {n: i for i, n in enumerate(programs)},
+                 "arrays": {n: len(programs) + i for i, n in enumerate(arrays)}}
+        for plugin in self._order("xdphooks_prog_arrays"):
+            self._call(plugin, "xdphooks_prog_arrays",
+                       {"interface": interface, "program": program}, fds, slots)
+
+    def close(self) -> None:
+        self._slot.close()
+
+    # -- calls into the host
+
+    def _broken(self) -> set[str]:
+        return {f.plugin for f in self.failures if f.breaks}
+
+    def _fail(self, plugin: str, reason: str, fix: str = "") -> None:
+        self.failures.append(Failure(plugin, one_line(reason), fix))
+
+    def _call_each(self, hook: str, kwargs: dict) -> list[tuple[str, Any]]:
+        out = []
+        for plugin in self._order(hook):
+            ok, value = self._call(plugin, hook, kwargs)
+            if ok:
+                out.append((plugin, value))
+        return out
+
+    def _order(self, hook: str) -> list[str]:
+        """The plugins implementing ``hook``, in pluggy's call order."""
+        mine = [n for n, (_, hooks) in self._loaded.items() if hook in hooks]
+        if not mine:
+            return []
+        try:
+            reply = self._host().request({"op": "order", "hook": hook}, self.timeout)
+        except pluginhost.HostDied:  # nothing of a plugin ran: take the load order
+            self._slot.drop()
+            return mine
+        said = reply.get("ok") if isinstance(reply.get("ok"), list) else []
+        return [n for n in said if n in mine] + [n for n in mine if n not in said]
+
+    def _call(self, plugin: str, hook: str, kwargs: dict, fds: list[int] = (),
+              slots: dict | None = None) -> tuple[bool, Any]:
+        msg = {"op": "call", "plugin": plugin, "hook": hook,
+               "args": pluginhost.encode(kwargs), "fds": slots or {}}
+        host = self._host()
+        if plugin not in self._loaded:  # it killed a host earlier: gone for this run
+            return False, None
+        try:
+            reply = host.request(msg, self.timeout, fds)
+        except pluginhost.HostDied as e:
+            self._died(plugin, f"{hook}() {e}", host)
+            return False, None
+        if "error" in reply:
+            self._fail(plugin, f"{hook}() {reply['error']}", _fix_for(plugin))
+            return False, None
+        if "bad" in reply:
+            return True, _Bad(one_line(reply["bad"]))
+        try:
+            return True, pluginhost.decode(reply.get("ok"), _RESULT_TYPES)
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+            return True, _Bad(f"{type(e).__name__}: {one_line(e)}")
+
+    def _died(self, plugin: str, reason: str, host: pluginhost.Host) -> None:
+        said = host.last_output()
+        tail = f"; its last output: {one_line(said, 160)}" if said else ""
+        self._fail(plugin, reason + tail, _fix_for(plugin))
+        self._loaded.pop(plugin, None)  # later calls go to a fresh host, without it
+        self._slot.drop()
+
+    def _host(self) -> pluginhost.Host:
+        """The running host; a fresh one (with every plugin still loaded loaded again)
+        after one was killed."""
+        while self._slot.host is None:
+            again = list(self._loaded.items())
+            self._loaded.clear()
+            self._slot.host = pluginhost.Host(fresh=self._slot.started)
+            self._slot.started = True
+            for name, (request, _) in again:  # one that kills this host too is left out
+                self._load(name, request, again=True)
+        return self._slot.host
+
+    def _load(self, name: str, request: dict, again: bool = False) -> bool:
+        """Load one plugin into the host; False (and a failure recorded) if it cannot be."""
+        host = self._host()
+        try:
+            reply = host.request(request, self.timeout)
+        except pluginhost.HostDied as e:
+            said = host.last_output()
+            tail = f"; its last output: {one_line(said, 160)}" if said else ""
+            self._slot.drop()
+            self._load_failed(name, request, f"import {e}{tail}", again)
+            return False
+        if "ok" in reply:
+            hooks = reply["ok"] if isinstance(reply["ok"], list) else []
+            self._loaded[name] = (request, frozenset(h for h in hooks if isinstance(h, str)))
+            return True
+        error = str(reply.get("error", "failed"))
+        stage = reply.get("stage")
+        if stage == "register":
+            self._fail(name, error, "check the hook names and arguments against "
+                       "xdphooks.hookspecs")
+        elif stage == "wrapper":
+            self._fail(name, f"{error}: hook wrappers (wrapper=True, hookwrapper=True) are "
+                       "not supported; xdphooks calls each plugin's implementation on its "
+                       "own, with a time limit", "drop wrapper=True/hookwrapper=True from "
+                       "@hookimpl and return the hook's result")
+        else:
+            self._load_failed(name, request, f"import {error}", again)
+        return False
+
+    def _load_failed(self, name: str, request: dict, what: str, again: bool) -> None:
+        if "path" in request:
+            path = request["path"]
+            if not os.path.lexists(path):
+                return  # removed since it was listed: gone, not broken; its removal reconciles
+            self._fail(name, f"cannot be loaded from {path}: {what}"
+                       + (" (loading it again in a fresh plugin host)" if again else ""),
+                       f"fix {path}, or mask it with ln -s /dev/null {request['mask']}")
+        else:
+            self._fail(name, f"entry point {request['entry']} cannot be loaded: {what}",
+                       f"fix or uninstall {request['dist']}")
 
 
-class _Guarded:
-    """One plugin's implementation of one hook, run under the time limit.
+class _HostSlot:
+    """The current host of one :class:`Plugins` (kept apart so that ending the host
+    when the Plugins object goes needs no reference to it)."""
 
-    Installed as the ``HookImpl.function`` pluggy calls, so calls through pluggy
-    (firstresult, notifications) and :meth:`Plugins.call_each` are guarded alike:
-    a failure is recorded in :attr:`Plugins.failures` by plugin name and the
-    implementation counts as having returned ``None``.
-    """
+    def __init__(self) -> None:
+        self.host: pluginhost.Host | None = None
+        self.started = False  # a host ran before: the next one is a fresh interpreter
 
-    def __init__(self, plugins: Plugins, plugin: str, hook: str, fn: Callable[..., Any]):
-        self.plugins, self.plugin, self.hook, self.fn = plugins, plugin, hook, fn
+    def drop(self) -> None:
+        if self.host is not None:
+            self.host.kill()
+            self.host = None
 
-    def call(self, *args: Any) -> tuple[bool, Any]:
-        ok, value = _guarded(lambda: self.fn(*args), self.plugins.timeout)
-        if not ok:
-            self.plugins.failures.append(Failure(self.plugin, f"{self.hook}() {value}",
-                                                 "fix or remove the plugin, or disable it "
-                                                 f"with --disable {self.plugin}"))
-        return ok, value
+    close = drop
 
-    def __call__(self, *args: Any) -> Any:
-        ok, value = self.call(*args)
-        return value if ok else None
+
+@dataclass(frozen=True)
+class _Bad:
+    """A result the host said (or the decoding found) is not what the hook returns."""
+
+    reason: str
+
+
+_RESULT_TYPES = frozenset({"XdpProgram", "Problem", "InterfaceRef"})
 
 
 def _bad_programs(result: Any) -> str:
-    if not isinstance(result, (list, tuple)):
+    if isinstance(result, _Bad):
+        return result.reason
+    if not isinstance(result, tuple):
         return f"expected a list, got {type(result).__name__}"
     for item in result:
-        if not isinstance(item, XdpProgram):
-            return f"item {item!r} is not an XdpProgram"
+        if type(item) is not XdpProgram:
+            return f"item {one_line(repr(item), 80)} is not an XdpProgram"
         problems = program_problems(item)
         if problems:
             return f"{item.name!r}: {'; '.join(problems)}"
     return ""
 
 
-def _guarded(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any]:
-    """Run plugin code with a time limit; a hung plugin is abandoned (daemon thread)."""
-    box: dict[str, Any] = {}
+def _good_problem(p: Any) -> bool:
+    from .model import InterfaceRef
 
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - plugin code may raise anything
-            box["error"] = f"raised {type(e).__name__}: {e}"
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        return False, f"did not return within {timeout:g} s (hung?)"
-    if "error" in box:
-        return False, box["error"]
-    return True, box.get("value")
+    return (type(p) is Problem and p.severity in ("error", "warning")
+            and (p.plugin is None or isinstance(p.plugin, str))
+            and isinstance(p.message, str) and isinstance(p.fix, str)
+            and (p.interface is None or type(p.interface) is InterfaceRef))
 
 
 def discover(paths: Paths, disable: frozenset[str] | set[str] = frozenset(),
              timeout: float = 10.0, entry_points: bool = True) -> Plugins:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
     disable = set(disable) | {n for n in os.environ.get("XDPHOOKS_DISABLE", "").split(",") if n}
-    plugins = Plugins(pm, timeout=timeout)
-    for name in sorted(disable):
-        pm.set_blocked(name)
+    plugins = Plugins(timeout=timeout)
     plugins.disabled = sorted(disable)
 
     files = _drop_ins(paths, plugins)
     if entry_points and not os.environ.get("XDPHOOKS_DISABLE_ENTRY_POINTS"):
-        _load_entry_points(pm, plugins, skip=set(files) | set(plugins.masked))
+        skip = set(files) | set(plugins.masked) | disable
+        for name, value, dist in _entry_points():
+            if name not in skip and plugins._load(name, {"op": "load", "name": name,
+                                                         "entry": value, "dist": dist}):
+                plugins.sources[name] = f"entry point {value} ({dist})"
     for name, path in sorted(files.items()):
-        if pm.is_blocked(name):
+        if name in disable:
             continue
-        # Read what was checked: no symlink, root's, not writable by others — checked on
-        # the opened file, so a file swapped in after _drop_ins() is refused, not run.
+        # Read what was checked, right before it runs: no symlink, root's, not writable
+        # by others — checked on the opened file, so a file swapped in after _drop_ins()
+        # (by a plugin imported before it, say) is refused, not run.
         try:
             source = read_trusted(path, "plugin file", plugin=name)
         except FileNotFoundError:  # removed since it was listed: gone, not broken
@@ -195,15 +332,11 @@ def discover(paths: Paths, disable: frozenset[str] | set[str] = frozenset(),
                                             f"reinstall it, or mask it with ln -s /dev/null "
                                             f"{paths.admin_plugin_dir}/{name}.py"))
             continue
-        ok, value = _guarded(lambda: _import_file(name, path, source), timeout)
-        if not ok and not os.path.lexists(path):
-            continue  # removed since it was listed: gone, not broken; its removal reconciles
-        if not ok:
-            plugins.failures.append(Failure(name, f"cannot be loaded from {path}: import {value}",
-                                            f"fix {path}, or mask it with "
-                                            f"ln -s /dev/null {paths.admin_plugin_dir}/{name}.py"))
-            continue
-        _register(pm, plugins, name, value, str(path))
+        request = {"op": "load", "name": name, "path": str(path),
+                   "source": base64.b64encode(source).decode(),
+                   "mask": f"{paths.admin_plugin_dir}/{name}.py"}
+        if plugins._load(name, request):
+            plugins.sources[name] = str(path)
     return plugins
 
 
@@ -219,11 +352,14 @@ def _drop_ins(paths: Paths, plugins: Plugins) -> dict[str, Path]:
                 continue
             name = entry.name[:-3]
             path = Path(entry.path)
-            if entry.is_symlink() and os.readlink(path) == "/dev/null":
-                if d == paths.admin_plugin_dir:
-                    chosen.pop(name, None)
-                    plugins.masked.append(name)
+            if d == paths.admin_plugin_dir and _is_mask(path):
+                refused = _untrusted_mask(path, name)
+                if refused:  # the plugin stays as it was: not masked, warned about
+                    plugins.failures.append(refused)
                     continue
+                chosen.pop(name, None)
+                plugins.masked.append(name)
+                continue
             try:
                 check_trusted_file(path, "plugin file", plugin=name)
             except FileNotFoundError:  # removed while we looked (a package going away)
@@ -238,19 +374,30 @@ def _drop_ins(paths: Paths, plugins: Plugins) -> dict[str, Path]:
     return chosen
 
 
-def _import_file(name: str, path: Path, source: bytes) -> ModuleType:
-    """Run ``source`` (the checked bytes of ``path``) as module ``xdphooks_plugin_NAME``."""
-    modname = f"xdphooks_plugin_{name.replace('-', '_')}"
-    spec = importlib.util.spec_from_loader(modname, loader=None, origin=str(path))
-    module = importlib.util.module_from_spec(spec)
-    module.__file__ = str(path)
-    sys.modules[modname] = module
+def _is_mask(path: Path) -> bool:
     try:
-        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)
-    except BaseException:
-        sys.modules.pop(modname, None)
-        raise
-    return module
+        return stat.S_ISLNK(os.lstat(path).st_mode) and os.readlink(path) == "/dev/null"
+    except OSError:
+        return False
+
+
+def _untrusted_mask(path: Path, name: str) -> Failure | None:
+    """A mask switches a plugin (a firewall, say) off: it must be as trusted as a plugin
+    file — the link itself root's (lstat), its directories root's and not writable by
+    others.  None if it is."""
+    try:
+        st = os.lstat(path)
+        if st.st_uid != 0:
+            raise XdphooksError(f"the link is owned by uid {st.st_uid}, not root",
+                                fix=f"if the mask is wanted: chown -h root:root {path}")
+        check_trusted_dirs(path.parent, "mask", plugin=name)
+    except OSError as e:
+        return Failure(name, f"mask {path} cannot be checked ({e.strerror}); the plugin is "
+                       "not masked", f"remove {path}", breaks=False)
+    except XdphooksError as e:
+        return Failure(name, f"mask {path} refused, the plugin is not masked: {e.message}",
+                       e.fix or f"remove {path}", breaks=False)
+    return None
 
 
 def _entry_points() -> list[tuple[str, str, str]]:
@@ -288,57 +435,3 @@ def _entry_points() -> list[tuple[str, str, str]]:
                             seen.add(name)
                             out.append((name, value, dist))
     return out
-
-
-def _load_entry_point(value: str):
-    module, _, attr = value.partition(":")
-    obj = importlib.import_module(module.strip())
-    for part in filter(None, attr.strip().split(".")):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _load_entry_points(pm: pluggy.PluginManager, plugins: Plugins, skip: set[str]) -> None:
-    for name, value, dist in _entry_points():
-        if name in skip or pm.is_blocked(name):
-            continue
-        ok, obj = _guarded(lambda: _load_entry_point(value), plugins.timeout)
-        if not ok:
-            plugins.failures.append(Failure(name, f"entry point {value} cannot be loaded: {obj}",
-                                            f"fix or uninstall {dist}"))
-            continue
-        _register(pm, plugins, name, obj, f"entry point {value} ({dist})")
-
-
-def _register(pm: pluggy.PluginManager, plugins: Plugins, name: str, obj: Any, source: str) -> None:
-    try:
-        pm.register(obj, name=name)
-        pm.check_pending()
-    except Exception as e:  # pluggy's PluginValidationError and friends
-        _unregister(pm, name)
-        plugins.failures.append(Failure(name, f"invalid hook implementation: {e}",
-                                        "check the hook names and arguments against "
-                                        "xdphooks.hookspecs"))
-        return
-    impls = [(caller.name, impl) for caller in pm.get_hookcallers(obj) or ()
-             for impl in caller.get_hookimpls() if impl.plugin is obj]
-    wrappers = sorted(hook for hook, impl in impls
-                      if impl.hookwrapper or getattr(impl, "wrapper", False))  # 1.0: no .wrapper
-    if wrappers:
-        _unregister(pm, name)
-        plugins.failures.append(Failure(
-            name, f"{', '.join(wrappers)}: hook wrappers (wrapper=True, hookwrapper=True) are "
-            "not supported; xdphooks calls each plugin's implementation on its own, with a "
-            "time limit", "drop wrapper=True/hookwrapper=True from @hookimpl and return the "
-            "hook's result"))
-        return
-    for hook, impl in impls:
-        impl.function = _Guarded(plugins, name, hook, impl.function)
-    plugins.sources[name] = source
-
-
-def _unregister(pm: pluggy.PluginManager, name: str) -> None:
-    try:
-        pm.unregister(name=name)
-    except Exception:  # noqa: BLE001 - not registered (or half): nothing to undo
-        pass
