@@ -11,6 +11,7 @@ import sys
 import time
 
 from .errors import XdphooksError
+from .text import LINE_LIMIT, lines, one_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_DRIFT = 4  # reconcile --check: the kernel does not run what the plugins want
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.cmd](args, paths)
     except XdphooksError as e:
-        print(f"xdphooks: error: {e.line()}", file=sys.stderr)
+        print(f"xdphooks: error: {one_line(e.line(), LINE_LIMIT)}", file=sys.stderr)
         if e.detail:
-            print(e.detail, file=sys.stderr)
+            print(lines(e.detail), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
@@ -189,15 +190,17 @@ def cmd_reconcile(args, paths) -> int:
     result = reconcile(paths, opts)
     (paths.state_dir / "pending").unlink(missing_ok=True)
     for w in result.warnings:
-        print(f"xdphooks: warning: {w}", file=sys.stderr)
+        print(f"xdphooks: warning: {one_line(w, LINE_LIMIT)}", file=sys.stderr)
     for prob in result.plan.problems:
-        print(f"xdphooks: {prob}", file=sys.stderr)
+        print(f"xdphooks: {one_line(prob, LINE_LIMIT)}", file=sys.stderr)
     for change in result.applied:
         if not args.quiet:
-            print(f"{change.action:8} {change.interface}  {change.reason}")
+            print(one_line(f"{change.action:8} {change.interface}  {change.reason}", LINE_LIMIT))
     for iface, msg in result.failed.items():
+        msg = lines(msg)  # the last guard: each line escaped (a detail stays under it)
         named = iface in msg.split("\n", 1)[0]  # most messages name their interface already
-        print(f"xdphooks: error: {msg}" if named else f"xdphooks: error: {iface}: {msg}",
+        print(f"xdphooks: error: {msg}" if named else
+              f"xdphooks: error: {one_line(iface)}: {msg}",
               file=sys.stderr)
     if not result.applied and not result.failed and not args.quiet:
         print("nothing to do" if not result.plan.errors else "nothing changed")
@@ -304,7 +307,8 @@ def cmd_history(args, paths) -> int:
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("time", 0)))
         by = r.get("trigger", "?") + (f", {r['packages']}" if r.get("packages") else "")
-        print(f"{when}  {'ERROR ' if r.get('error') else ''}{r.get('message', '')}  [{by}]")
+        print(f"{when}  {'ERROR ' if r.get('error') else ''}"
+              f"{one_line(r.get('message', ''), LINE_LIMIT)}  [{one_line(by)}]")
     if not records and not args.json:
         print("no changes recorded yet")
     return EXIT_OK

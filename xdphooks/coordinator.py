@@ -31,6 +31,7 @@ from .faults import crashpoint
 from .inspect import inspect, object_path
 from .kernel import bpffs, libbpf, xdp
 from .kernel.netns import NetnsError, interfaces, list_netns
+from .kernel.netns import identity as netns_identity
 from .model import Change, Chain, InterfaceRef, Plan, constants_json, map_settings_json
 from .paths import Paths, parse_gen_dir
 from .plugins import Plugins, discover
@@ -123,9 +124,64 @@ def require_root(what: str, reads: bool = False) -> None:
 # --- observation ----------------------------------------------------------------
 
 
-def _iface_from_key(key: str) -> InterfaceRef:
-    ns, _, name = key.partition("@")
-    return InterfaceRef("" if ns == "-" else ns, name)
+def _iface_from_key(key: str, state: State | None = None) -> InterfaceRef | None:
+    """The interface behind a pin directory or state key: its record says (keys
+    written before they were encoded included), else the key itself. None: no
+    interface we could name (a malformed key, or a hashed one whose namespace is
+    gone)."""
+    rec = state.interfaces.get(key) if state is not None else None
+    if rec is not None and isinstance(rec.name, str) and isinstance(rec.netns, str):
+        return InterfaceRef(rec.netns, rec.name)
+    return InterfaceRef.from_key(key, list_netns())
+
+
+def _foreign(state: State, key: str) -> str:
+    """Why the record under ``key`` belongs to a network namespace this run cannot
+    see ("" if it is this run's to judge). The same --root and bpffs used from two
+    namespaces (``ip netns exec B xdphooks reconcile``) hold both namespaces'
+    records; an interface of the run's own namespace is recorded with that
+    namespace's identity, and a run in another one leaves it alone: its
+    interfaces are not ours to query, let alone to collect. Named namespaces are
+    seen alike from every namespace (/run/netns); one deleted and re-created under
+    the same name is not foreign: the chain's interfaces went with the old one."""
+    rec = state.interfaces.get(key)
+    if rec is None or rec.netns or not rec.netns_id:
+        return ""
+    here = netns_identity("")
+    if here == rec.netns_id:
+        return ""
+    return (f"{rec.name}: recorded by a run in another network namespace (nsfs "
+            f"{rec.netns_id}; this run is in {here or 'an unknown one'}); left alone, "
+            "with its pins — fix: run xdphooks in that namespace to change it, or give "
+            "each namespace its own --root and --bpffs")
+
+
+def _foreign_notes(state: State) -> list[str]:
+    return [why for key in sorted(state.interfaces) if (why := _foreign(state, key))]
+
+
+def _refuse_foreign(sess: "Session", iface: InterfaceRef) -> None:
+    """A chain wanted on an interface whose key holds another namespace's record."""
+    why = _foreign(sess.state, iface.key)
+    if why:
+        raise XdphooksError(f"{iface}: its pin directory and record belong to a chain "
+                            f"{why.partition(': ')[2].partition(' — fix: ')[0]}; nothing "
+                            "was attached",
+                            fix="give each network namespace its own --root and --bpffs")
+
+
+def _locate(iface: InterfaceRef, rec: InterfaceRecord | None,
+            ours: "dict[int, object] | frozenset[int]" = frozenset()) -> tuple[int, int]:
+    """(ifindex, attached id) of a recorded interface by what the kernel says: its
+    name, or — the name gone — the ifindex recorded with the chain when our chain
+    (recorded, or pinned) still runs there: a device renamed after the swap keeps
+    being ours, so status shows it and reconcile/teardown detach it."""
+    index, attached = xdp.locate(iface, rec.ifindex if rec and isinstance(
+        rec.ifindex, int) and rec.ifindex > 0 else 0)
+    if index and rec and index == rec.ifindex and xdp.ifindex(iface) != index \
+            and attached != rec.prog_id and attached not in ours:
+        return 0, 0  # the recorded ifindex now names someone else's device
+    return index, attached
 
 
 def _known_keys(paths: Paths, state: State) -> list[str]:
@@ -144,9 +200,13 @@ def _pinned_generations(paths: Paths) -> list[int]:
 
 
 def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
+    """What the kernel runs on each interface we know of, except those of namespaces
+    this run cannot see (:func:`_foreign`)."""
     out = {}
     for key in _known_keys(paths, state):
-        iface = _iface_from_key(key)
+        iface = _iface_from_key(key, state)
+        if iface is None or _foreign(state, key):
+            continue
         gens = {}
         idir = paths.iface_pin_dir(key)
         if idir.is_dir():
@@ -155,7 +215,7 @@ def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
                 pid = xdp.pinned_prog_id(g / "root") if parsed else 0
                 if parsed and pid:
                     gens[pid] = (g, parsed[1])
-        ifindex, attached = xdp.query(iface)
+        ifindex, attached = _locate(iface, state.interfaces.get(key), gens)
         out[iface] = Observed(iface, ifindex, attached, gens, state.interfaces.get(key))
         _recognise_lost(paths, out[iface])
     return out
@@ -199,6 +259,7 @@ def gather(paths: Paths, opts: Options) -> Session:
     cfg = config_mod.load(paths.config_file)
     state, warn = state_mod.load(paths.state_file)
     warnings = [warn] if warn else []
+    warnings += _foreign_notes(state)  # another namespace's records: left alone
     plugins = discover(paths, cfg.disable | opts.disable, cfg.hook_timeout)
     declared, broken = plugins.programs()
     facts = {}
@@ -321,6 +382,7 @@ def _adopt_running(sess: Session, opts: Options) -> None:
             continue
         sess.state.interfaces[iface.key] = InterfaceRecord(
             netns=iface.netns, name=iface.name, ifindex=obs.ifindex, mode=chain.mode,
+            netns_id=netns_identity(iface.netns),
             prog_id=obs.attached_id, fingerprint=fp, generation=parsed[0],
             pin_dir=str(gen_dir), xdp_mode=sess.config.xdp_mode,
             programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
@@ -382,6 +444,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
         return []
     chain = change.desired
     assert chain is not None
+    _refuse_foreign(sess, iface)
     ifindex = xdp.ifindex(iface)
     if not ifindex:
         raise xdp.InterfaceGone(iface, "before its chain could be attached")
@@ -430,6 +493,7 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
     _drain_old_events(sess, iface)
     sess.state.interfaces[iface.key] = InterfaceRecord(
         netns=iface.netns, name=iface.name, ifindex=ifindex, mode=built.mode, prog_id=root_id,
+        netns_id=netns_identity(iface.netns),
         fingerprint=fp, generation=gen, pin_dir=str(gen_dir), xdp_mode=xdp_mode,
         programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                 e.program, e.digest,
@@ -449,10 +513,11 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
 
 def _prog_arrays_hook(sess: Session, iface: InterfaceRef):
     """xdphooks_prog_arrays for the backend, when some plugin implements it."""
-    if not sess.plugins.implements("xdphooks_prog_arrays"):
+    if not sess.plugins.pm.hook.xdphooks_prog_arrays.get_hookimpls():
         return None
-    return lambda program, programs, arrays: sess.plugins.prog_arrays(
-        iface, program, programs, arrays)
+    return lambda program, programs, arrays: sess.plugins.notify(
+        "xdphooks_prog_arrays", interface=iface, program=program, programs=programs,
+        arrays=arrays)
 
 
 def _single_buffer_error(iface: InterfaceRef, built, err: KernelError) -> XdphooksError | None:
@@ -517,7 +582,12 @@ def _collect_garbage(sess: Session) -> None:
     garbage (crashed runs, replaced chains, vanished interfaces), and so is a state
     record that disagrees with the kernel."""
     for key in _known_keys(sess.paths, sess.state):
-        current = xdp.attached_id(_iface_from_key(key))  # 0 if the interface is gone
+        if _foreign(sess.state, key):
+            continue  # another namespace's: said once by gather
+        iface = _iface_from_key(key, sess.state)
+        rec = sess.state.interfaces.get(key)
+        # 0 if the interface is gone (found by name, or by its recorded ifindex)
+        current = _locate(iface, rec)[1] if iface is not None else 0
         idir = sess.paths.iface_pin_dir(key)
         if idir.is_dir():
             for g in list(idir.iterdir()):
@@ -525,9 +595,10 @@ def _collect_garbage(sess: Session) -> None:
                     bpffs.rmtree(g)
             if not any(idir.iterdir()):
                 idir.rmdir()
-        rec = sess.state.interfaces.get(key)
         if rec and rec.prog_id != current:
             sess.state.interfaces.pop(key, None)
+        elif rec and not rec.netns_id and iface is not None:
+            rec.netns_id = netns_identity(iface.netns)  # a record from before netns_id
 
 
 def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[str]:
@@ -551,7 +622,7 @@ def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[st
             log_event(f"teardown {iface}", trigger=trigger, interface=str(iface),
                       action="teardown")
             done.append(str(iface))
-        if not only:
+        if not only and not _foreign_notes(state):  # another namespace's pins stay
             bpffs.rmtree(paths.pin_root)
         state_mod.save(paths.state_file, state)
     return done

@@ -21,6 +21,8 @@ import syslog
 import time
 from pathlib import Path
 
+from .text import LINE_LIMIT, one_line
+
 JOURNAL_SOCKET = os.environ.get("XDPHOOKS_JOURNAL_SOCKET", "/run/systemd/journal/socket")
 MAX_LOG = 1 << 20
 _log_file: Path | None = None
@@ -45,9 +47,13 @@ def transaction_context(trigger: str) -> dict[str, str]:
 
 def log_event(message: str, trigger: str = "manual", error: bool = False,
               interface: str = "", action: str = "", packages: tuple[str, ...] = ()) -> None:
-    ctx = transaction_context(trigger)
+    # the last guard: messages carry plugin text (exception messages, names), and
+    # the environment's values are anyone's; every field is one escaped line
+    message, interface, action = one_line(message, LINE_LIMIT), one_line(interface), \
+        one_line(action)
+    ctx = {k: one_line(v) for k, v in transaction_context(trigger).items()}
     if packages:
-        ctx["packages"] = ", ".join(packages)
+        ctx["packages"] = one_line(", ".join(packages))
     line = f"{message} ({' '.join(f'{k}={v}' for k, v in ctx.items())})"
     _to_file({"time": time.time(), "message": message, "interface": interface,
               "action": action, "error": error, **ctx})

@@ -9,8 +9,10 @@ environment can already kill it (sudo and package managers do not pass it on).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 
 POINTS = ("after-load", "after-pin", "after-swap", "before-state-write",
           "after-state-write", "during-cleanup", "after-detach")
@@ -21,3 +23,13 @@ _AT = os.environ.get("XDPHOOKS_CRASH_AT", "")
 def crashpoint(name: str) -> None:
     if _AT == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def runpoint(name: str) -> None:
+    """``XDPHOOKS_RUN_AT=<point>`` with ``XDPHOOKS_RUN_ARGV=<JSON argv list>`` runs that
+    command when the run reaches the point: a test makes the world change at the
+    worst moment (an interface renamed between resolving and swapping). An argv
+    list, never a shell string; the same trust as XDPHOOKS_CRASH_AT."""
+    if os.environ.get("XDPHOOKS_RUN_AT") == name:
+        subprocess.run(json.loads(os.environ["XDPHOOKS_RUN_ARGV"]), check=False,
+                       stdin=subprocess.DEVNULL)

@@ -66,6 +66,10 @@ class InterfaceRecord:
     root_name: str = ""
     root_tag: str = ""
     pins: dict[str, int] = field(default_factory=dict)  # pin path under the pin root -> id
+    # The namespace the interface is in, as the kernel identifies it ("dev:inode" of
+    # its nsfs file, kernel/netns.identity): a run in another namespace leaves the
+    # record alone. "" in state files written before it (checked by ifindex only).
+    netns_id: str = ""
 
 
 @dataclass

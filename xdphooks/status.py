@@ -16,6 +16,7 @@ from pathlib import Path
 from . import state as state_mod
 from .model import ACTIONS
 from .paths import Paths
+from .text import LINE_LIMIT, first_line, one_line
 
 VERDICT_KEYS = ACTIONS + ("unknown",)
 
@@ -24,11 +25,12 @@ def _kernel_ok() -> bool:
     return os.geteuid() == 0
 
 
-def _attached(netns_name: str, ifname: str) -> int | None:
-    from .kernel.xdp import attached_id
+def _attached(netns_name: str, ifname: str, ifindex: int = 0) -> int | None:
+    from .kernel.xdp import locate
     from .model import InterfaceRef
 
-    return attached_id(InterfaceRef(netns_name, ifname))
+    # by name, or by the recorded ifindex when the device was renamed since
+    return locate(InterfaceRef(netns_name, ifname), ifindex if isinstance(ifindex, int) else 0)[1]
 
 
 def link_kind(rec, p) -> str:
@@ -65,7 +67,7 @@ def collect(paths: Paths) -> dict:
                  "last_run": st.last_run or None, "pending": _pending(paths),
                  "warnings": [warning] if warning else []}
     for key, rec in sorted(st.interfaces.items()):
-        attached = _attached(rec.netns, rec.name) if root else None
+        attached = _attached(rec.netns, rec.name, rec.ifindex) if root else None
         counters = _counters(rec.pin_dir, len(rec.programs)) if root else None
         progs = []
         for i, p in enumerate(rec.programs):
@@ -129,7 +131,7 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
     if not data["interfaces"]:
         lines.append("(no chains attached)")
     for i in data["interfaces"]:
-        name = f"{i['netns']}/{i['name']}" if i["netns"] else i["name"]
+        name = one_line(f"{i['netns']}/{i['name']}" if i["netns"] else i["name"])
         att = {True: "", False: "  !! NOT ATTACHED", None: ""}[i["attached"]]
         lines.append(f"{name:<22} {i['mode']:<9} {'':>4}  {'<chain>':<16} {i['prog_id']:>6}  "
                      f"gen {i['generation']}, {i['xdp_mode']}{att}")
@@ -153,7 +155,8 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
     if called:
         lines.append("")
         for i, p in called:
-            lines.append(f"called, not spliced: {p['name']} on {i['name']}: {p['link_reason']}")
+            lines.append(one_line(f"called, not spliced: {p['name']} on {i['name']}: "
+                                  f"{p['link_reason']}", LINE_LIMIT))
     lr = data.get("last_run")
     if lr:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr.get("time", 0)))
@@ -161,9 +164,9 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
         lines.append(f"last reconcile: {when} (trigger {lr.get('trigger')}), "
                      f"{len(lr.get('applied', []))} change(s), {len(lr.get('failed', {}))} failure(s)")
         for iface, msg in (lr.get("failed") or {}).items():
-            lines.append(f"  FAILED {iface}: {msg.splitlines()[0]}")
+            lines.append(f"  FAILED {one_line(iface)}: {first_line(msg)}")
         for prob in lr.get("problems", []):
-            lines.append(f"  {prob}")
+            lines.append(f"  {one_line(prob, LINE_LIMIT)}")  # stored plugin text: escaped
     if data.get("pending"):
         lines.append(f"pending: {data['pending'].get('why')} — applied at next boot/reconcile")
     if not data["root"]:
@@ -174,12 +177,12 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
 def render_brief(data: dict) -> str:
     out = []
     for i in data["interfaces"]:
-        name = f"{i['netns']}/{i['name']}" if i["netns"] else i["name"]
+        name = one_line(f"{i['netns']}/{i['name']}" if i["netns"] else i["name"])
         out.append(f"xdphooks: {name} [{i['mode']}]: "
                    + " → ".join(p["name"] for p in i["programs"]))
     lr = data.get("last_run") or {}
     for iface, msg in (lr.get("failed") or {}).items():
-        out.append(f"xdphooks: FAILED {iface}: {msg.splitlines()[0]}")
+        out.append(f"xdphooks: FAILED {one_line(iface)}: {first_line(msg)}")
     return "\n".join(out) or "xdphooks: no chains attached"
 
 

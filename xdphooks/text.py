@@ -95,6 +95,13 @@ def quoted(value: object, limit: int | None = 200) -> str:
     return f"'{one_line(value, limit)}'"
 
 
+def first_line(value: object, limit: int | None = LINE_LIMIT) -> str:
+    """The first line of stored text (a recorded failure with its detail under
+    it), escaped: what ``status`` replays."""
+    text = value if isinstance(value, str) else one_line(value, None)
+    return one_line(text.splitlines()[0] if text else "", limit)
+
+
 def lines(value: object, limit: int | None = LINE_LIMIT) -> str:
     """Text that is several lines by design (a verifier log): each line escaped,
     so a line may not rewrite the terminal or forge a line of another kind."""

@@ -54,6 +54,22 @@ def netns(name: str) -> Iterator[None]:
         os.close(home)
 
 
+def identity(name: str = "") -> str:
+    """What the kernel calls namespace ``name`` ("" = the one this thread runs in):
+    ``"<dev>:<inode>"`` of its nsfs file, as ``stat`` of /run/netns/NAME or
+    /proc/thread-self/ns/net reports it; "" if there is no such namespace. Names
+    are handles that another run (another namespace, a re-created one) can mean
+    differently; this identity cannot."""
+    if name and ("/" in name or name in (".", "..")):
+        return ""
+    path = os.path.join(NETNS_RUN_DIR, name) if name else "/proc/thread-self/ns/net"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def list_netns() -> list[str]:
     try:
         return sorted(os.listdir(NETNS_RUN_DIR))
