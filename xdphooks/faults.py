@@ -2,8 +2,11 @@
 
 ``XDPHOOKS_CRASH_AT=<point>`` makes a run SIGKILL itself when it reaches that
 point, so the tests can prove that a crash anywhere leaves the old or the new
-chain attached and that the next run converges. Unset, it costs one dict
-lookup per point. It is no privilege boundary: whoever sets a root process's
+chain attached and that the next run converges. ``<point>:<SIGNAL>`` sends that signal instead (``after-swap:INT``,
+``after-pin:TERM``, ``before-state-write:HUP``; ``:STOP`` freezes the run there so a
+test can change the world, e.g. fill the disk, and ``SIGCONT`` it): the hostile-
+transaction tests (tests/test_hostile_txn.py) deliver signals at exact steps with
+it. Unset, it costs one comparison per point. It is no privilege boundary: whoever sets a root process's
 environment can already kill it (sudo and package managers do not pass it on).
 """
 
@@ -17,12 +20,12 @@ import subprocess
 POINTS = ("after-load", "after-pin", "after-swap", "before-state-write",
           "after-state-write", "during-cleanup", "after-detach")
 
-_AT = os.environ.get("XDPHOOKS_CRASH_AT", "")
+_AT, _, _SIG = os.environ.get("XDPHOOKS_CRASH_AT", "").partition(":")
 
 
 def crashpoint(name: str) -> None:
     if _AT == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, f"SIG{_SIG}") if _SIG else signal.SIGKILL)
 
 
 def runpoint(name: str) -> None:
