@@ -195,7 +195,8 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
     lic = license_of(elf)
     if lic not in GPL_COMPATIBLE:
         raise fail((f"licence {shown(lic)} is not GPL-compatible" if lic else
-                    "has no license section (SEC(\"license\"), so the kernel takes it as "
+                    f"{'program ' + repr(program) + ' ' if program else ''}has no license "
+                    "section (SEC(\"license\"), so the kernel takes it as "
                     "proprietary)") + "; the static chain is one GPL program",
                    'use mode = "freplace" for this interface, or a GPL-compatible '
                    'licence (e.g. char _license[] SEC("license") = "Dual BSD/GPL")')
