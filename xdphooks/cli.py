@@ -111,10 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     from .paths import Paths
 
     paths = Paths.from_env(args.root, args.bpffs)
+    # Every file and directory is created with the mode its code names (state dir 0755,
+    # state.json and changes.log 0644, run dir 0700), whatever umask root's shell or the
+    # package manager had: under umask 077 unprivileged status and history would break.
+    os.umask(0o022)
     try:
         return COMMANDS[args.cmd](args, paths)
     except XdphooksError as e:
-        print(f"xdphooks: error: {one_line(e.line(), LINE_LIMIT)}", file=sys.stderr)
+        from .signals import Interrupted
+
+        print(f"xdphooks: {'' if isinstance(e, Interrupted) else 'error: '}"
+              f"{one_line(e.line(), LINE_LIMIT)}",
+              file=sys.stderr)
         if e.detail:
             print(lines(e.detail), file=sys.stderr)
         return e.exit_code
@@ -123,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `xdphooks status | head`: the reader is gone, so are we
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as e:  # a system fault on one of our own files: a sentence, not a traceback
+        from pathlib import Path
+
+        from .fsfaults import fault
+
+        line = (fault(Path(e.filename), e).line() if e.filename
+                else f"{e.strerror or e} — fix: check the filesystems xdphooks uses")
+        print(f"xdphooks: error: {line}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 # --- reconcile ---------------------------------------------------------------
@@ -188,7 +205,10 @@ def cmd_reconcile(args, paths) -> int:
     opts = Options(trigger=args.trigger, disable=frozenset(args.disable),
                    takeover=args.takeover, interfaces=tuple(args.interface))
     result = reconcile(paths, opts)
-    (paths.state_dir / "pending").unlink(missing_ok=True)
+    try:
+        (paths.state_dir / "pending").unlink(missing_ok=True)
+    except OSError:  # a read-only state dir (said by the run): the marker only re-runs us at boot
+        pass
     for w in result.warnings:
         print(f"xdphooks: warning: {one_line(w, LINE_LIMIT)}", file=sys.stderr)
     for prob in result.plan.problems:
@@ -202,7 +222,15 @@ def cmd_reconcile(args, paths) -> int:
         print(f"xdphooks: error: {msg}" if named else
               f"xdphooks: error: {one_line(iface)}: {msg}",
               file=sys.stderr)
-    if not result.applied and not result.failed and not args.quiet:
+    for msg in result.errors:
+        print(f"xdphooks: error: {msg}", file=sys.stderr)
+    if result.interrupted:
+        print(f"xdphooks: {result.interrupted}", file=sys.stderr)
+    elif result.skipped and result.applied:  # a fault stopped the run after a change
+        print("xdphooks: not attempted after that: "
+              + ", ".join(f"{c.action} {c.interface}" for c in result.skipped), file=sys.stderr)
+    if not (result.applied or result.failed or result.errors or result.interrupted
+            or args.quiet):
         print("nothing to do" if not result.plan.errors else "nothing changed")
     return result.exit_code
 

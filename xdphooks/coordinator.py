@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import backends, config as config_mod
-from . import planner, state as state_mod
+from . import fsfaults, planner, signals, state as state_mod
 from . import drift
 from .errors import KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
@@ -103,13 +103,28 @@ class Result:
     applied: list[Change] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the run's own (state file faults)
+    skipped: list[Change] = field(default_factory=list)  # not attempted: signal or fault
+    interrupted: str = ""  # the one line saying which signal stopped the run, and when
 
     @property
     def exit_code(self) -> int:
+        """0 converged, 3 the kernel changed but not everything asked for was done,
+        1 nothing changed (and something was wrong)."""
         refused = any(c.refused for c in self.plan.changes)
-        if not self.failed and not refused and not self.plan.errors:
+        if not (self.failed or refused or self.plan.errors or self.errors or self.skipped):
             return 0
         return 3 if self.applied else 1
+
+
+class Unrecorded(XdphooksError):
+    """The kernel changed (swap or detach done), but the state file could not say so.
+    Raised after the step finished (old generations unpinned): the next reconcile
+    records the running chain from its pins (_adopt_running)."""
+
+    def __init__(self, fault: XdphooksError, warnings: list[str] | None = None) -> None:
+        super().__init__(fault.message, fix=fault.fix)
+        self.warnings = warnings or []
 
 
 def require_root(what: str, reads: bool = False) -> None:
@@ -297,48 +312,135 @@ def gather(paths: Paths, opts: Options) -> Session:
 def reconcile(paths: Paths, opts: Options) -> Result:
     require_root("reconcile")
     bpffs.ensure(paths.bpffs)
-    with state_mod.Lock(paths.lock_file):
+    # A signal before the critical section (waiting for the lock, discovery, planning)
+    # raises signals.Interrupted: nothing has changed yet.
+    with signals.Deferral() as guard, state_mod.Lock(paths.lock_file):
+        _collect_build_dirs(paths)
         sess = gather(paths, opts)
-        # A run killed after pinning never recorded its generation: never reuse one.
-        sess.state.generation = max([sess.state.generation, *_pinned_generations(paths)])
-        result = Result(sess.plan, warnings=list(sess.warnings))
-        result.warnings += _repin_recovered(sess)
-        _adopt_running(sess, opts)
-        _open_change_log(paths)
-        for change in sess.plan.pending:
-            where = str(change.interface)
-            packages = _incoming_packages(sess, change)
-            restored = _restored(sess, change)  # before _apply replaces the record
-            try:
-                result.warnings += _apply(sess, change, opts)
-                result.applied.append(change)
-                log_event(f"{change.action} {where}: {change.reason}{restored}",
-                          trigger=opts.trigger, interface=where, action=change.action,
-                          packages=packages)
-            except XdphooksError as e:
-                msg = e.line() + (f"\n{e.detail}" if e.detail else "")
-                result.failed[where] = msg
-                log_event(f"FAILED {change.action} {where}: {e.line()}", trigger=opts.trigger,
-                          error=True, interface=where, action=change.action, packages=packages)
-                sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
-                                    error=e.line())
-        for change in sess.plan.changes:
-            if change.refused:
-                sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
-                                    error=change.reason)
-        _collect_garbage(sess)
-        sess.state.last_run = {
-            "time": time.time(), "trigger": opts.trigger,
-            "applied": [f"{c.action} {c.interface}" for c in result.applied],
-            "failed": result.failed,
-            "problems": [str(p) for p in sess.plan.problems],
-            **drift.run_times(sess.state.last_run or {}, bool(result.failed)),
-        }
+        with guard.critical():  # from here on a signal waits for the step to finish
+            return _reconcile_locked(sess, opts, guard)
+
+
+def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> Result:
+    paths = sess.paths
+    # A run killed after pinning never recorded its generation: never reuse one.
+    sess.state.generation = max([sess.state.generation, *_pinned_generations(paths)])
+    result = Result(sess.plan, warnings=list(sess.warnings))
+    result.warnings += _repin_recovered(sess)
+    _adopt_running(sess, opts)
+    _open_change_log(paths)
+    pending = list(sess.plan.pending)
+    unwritable = _preflight_state(sess) if pending else None
+    if unwritable:
+        result.errors.append(unwritable.line())
+        result.skipped = pending
+        pending = []
+    for i, change in enumerate(pending):
+        if guard.received is not None:
+            result.skipped = pending[i:]
+            break
+        where = str(change.interface)
+        packages = _incoming_packages(sess, change)
+        restored = _restored(sess, change)  # before _apply replaces the record
+        try:
+            result.warnings += _apply(sess, change, opts, guard)
+            result.applied.append(change)
+            log_event(f"{change.action} {where}: {change.reason}{restored}",
+                      trigger=opts.trigger, interface=where, action=change.action,
+                      packages=packages)
+        except signals.Interrupted:  # during a build: nothing of this change is in the kernel
+            result.skipped = pending[i:]
+            break
+        except Unrecorded as e:  # the kernel changed; the state file could not say so
+            result.applied.append(change)
+            result.warnings += e.warnings
+            result.failed[where] = e.line()
+            unwritable = e
+            log_event(f"{change.action} {where}: {change.reason}{restored}; NOT RECORDED: "
+                      f"{e.line()}", trigger=opts.trigger, error=True, interface=where,
+                      action=change.action, packages=packages)
+            result.skipped = pending[i + 1:]  # the next changes could not be recorded either
+            break
+        except XdphooksError as e:
+            msg = e.line() + (f"\n{e.detail}" if e.detail else "")
+            result.failed[where] = msg
+            log_event(f"FAILED {change.action} {where}: {e.line()}", trigger=opts.trigger,
+                      error=True, interface=where, action=change.action, packages=packages)
+            sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
+                                error=e.line())
+    for change in sess.plan.changes:
+        if change.refused:
+            sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
+                                error=change.reason)
+    _collect_garbage(sess)
+    sess.state.last_run = {
+        "time": time.time(), "trigger": opts.trigger,
+        "applied": [f"{c.action} {c.interface}" for c in result.applied],
+        "failed": result.failed,
+        "problems": [str(p) for p in sess.plan.problems],
+        **drift.run_times(sess.state.last_run or {}, bool(result.failed)),
+    }
+    try:
         state_mod.save(paths.state_file, sess.state)
-        said = {(p.plugin, p.message) for p in sess.plan.problems}
-        result.warnings += [str(f) for f in sess.plugins.failures
-                            if (f.plugin, f.reason) not in said]
-        return result
+    except OSError as e:
+        if unwritable is None:  # said once per run
+            result.errors.append(fsfaults.fault(
+                paths.state_file, e, then=("the changes above are recorded, " if result.applied
+                                           else "nothing was changed; ")
+                + "this run's result is not", retry="run 'xdphooks reconcile' again").line())
+    if guard.received is not None:
+        result.interrupted = _interrupted_line(sess, result, guard.received)
+    said = {(p.plugin, p.message) for p in sess.plan.problems}
+    result.warnings += [str(f) for f in sess.plugins.failures
+                        if (f.plugin, f.reason) not in said]
+    return result
+
+
+def _collect_build_dirs(paths: Paths) -> None:
+    """Only the lock holder builds, so any build directory seen under the lock was left
+    by a killed run (SIGKILL, power loss): remove it."""
+    if paths.run_dir.is_dir():
+        for d in paths.run_dir.glob("build-*"):
+            if d.is_dir() and not d.is_symlink():
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _preflight_state(sess: Session) -> XdphooksError | None:
+    """Write the state file once before the first change: a read-only, full or
+    immutable /var/lib/xdphooks is found while the old chains still run, so the
+    kernel is not changed by a run that could not record it."""
+    try:
+        state_mod.save(sess.paths.state_file, sess.state)
+    except OSError as e:
+        return fsfaults.fault(sess.paths.state_file, e,
+                              then="nothing was changed: every interface keeps the chain it runs",
+                              retry="run 'xdphooks reconcile' again")
+    except XdphooksError as e:
+        return e
+    return None
+
+
+def _kernel_says(sess: Session, iface: InterfaceRef) -> str:
+    """What the kernel runs on one interface, in words (the interruption line)."""
+    attached = xdp.attached_id(iface)
+    rec = sess.state.interfaces.get(iface.key)
+    if not attached:
+        return f"no XDP program on {iface}"
+    if rec and rec.prog_id == attached:
+        names = " → ".join(p.name for p in rec.programs)
+        return f"{names} on {iface} (generation {rec.generation}, program id {attached})"
+    return f"program id {attached} on {iface}"
+
+
+def _interrupted_line(sess: Session, result: Result, signum: int) -> str:
+    done = ", ".join(f"{c.action} {c.interface}" for c in result.applied) or "no change"
+    seen = {c.interface: None for c in [*result.applied, *result.skipped]}
+    line = (f"interrupted by {signals.name(signum)} after {done}; the kernel runs "
+            + "; ".join(_kernel_says(sess, i) for i in seen))
+    if not result.skipped:
+        return line + "; nothing was left to do"
+    todo = ", ".join(f"{c.action} {c.interface}" for c in result.skipped)
+    return line + f"; not done: {todo} — fix: run 'xdphooks reconcile' again to finish"
 
 
 def _repin_recovered(sess: Session) -> list[str]:
@@ -435,10 +537,14 @@ def _incoming_packages(sess: Session, change: Change) -> tuple[str, ...]:
                          if owners.get(p, {}).get("package")}))
 
 
-def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
-    """Build, pin, swap and record one change; returns the backend's warnings."""
+def _apply(sess: Session, change: Change, opts: Options,
+           guard: signals.Deferral | None = None) -> list[str]:
+    """Build, pin, swap and record one change; returns the backend's warnings. Runs in
+    the caller's critical section (signals wait), except the build: nothing is pinned
+    or attached then, so a signal may cut it short (signals.Interrupted)."""
     iface = change.interface
     obs = sess.observed.get(iface)
+    guard = guard or signals.Deferral()
     if change.action == "detach":
         _detach(sess, iface, obs)
         return []
@@ -465,26 +571,40 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
                                  obs.record.mode if obs.record else "",
                                  {p.name: p.constants for p in progs},
                                  {p.name: p.maps for p in progs})
-    os.makedirs(sess.paths.run_dir, mode=0o700, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=sess.paths.run_dir))
+    try:
+        os.makedirs(sess.paths.run_dir, mode=0o700, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="build-", dir=sess.paths.run_dir))
+    except OSError as e:
+        raise fsfaults.fault(Path(e.filename or sess.paths.run_dir), e,
+                             then=f"{iface} keeps the chain it runs",
+                             retry="run 'xdphooks reconcile' again") from None
     ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous,
                        _prog_arrays_hook(sess, iface))
     built = None
+    sent = False  # the swap was asked of the kernel: from here on, check before unpinning
     try:
-        built = backend.build(ctx)
+        with guard.interruptible():
+            built = backend.build(ctx)
         crashpoint("after-load")
         gen_dir.mkdir(parents=True, mode=0o700)
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))
         crashpoint("after-pin")
+        sent = True
         try:
             xdp.swap(iface, ifindex, built.prog_fd, xdp_mode)
         except KernelError as e:
             raise _single_buffer_error(iface, built, e) or e from None
         crashpoint("after-swap")
-    except BaseException:
-        bpffs.rmtree(gen_dir)
-        raise
+    except BaseException as e:
+        # Never unpin the generation the kernel runs: that orphans it (every later run
+        # would call it foreign). Only what did not reach the kernel is removed.
+        if not (sent and xdp.attached_id(iface) == xdp.pinned_prog_id(gen_dir / "root")):
+            bpffs.rmtree(gen_dir)
+            raise
+        if not isinstance(e, Exception):
+            raise  # its pins stay: the next run records the running chain (_adopt_running)
+        # An error after the kernel took the new chain: it runs, so it is recorded below.
     finally:
         if built is not None:
             built.close()
@@ -504,11 +624,30 @@ def _apply(sess: Session, change: Change, opts: Options) -> list[str]:
         updated=time.time(), trigger=opts.trigger,
         **recover.record_fields(sess.paths.pin_root, gen_dir, chain))
     crashpoint("before-state-write")
-    state_mod.save(sess.paths.state_file, sess.state)
+    unrecorded = _save_after_change(
+        sess, f"{iface} now runs the new chain (generation {gen}, program id {root_id}), "
+        "which is not recorded there")
     crashpoint("after-state-write")
+    # Also when the record failed: the new generation's pins say what runs, and an old
+    # one left pinned would only be garbage for the next run.
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
-    return [f"{iface}: {w}" for w in built.warnings]
+    warnings = [f"{iface}: {w}" for w in built.warnings]
+    if unrecorded:
+        raise Unrecorded(unrecorded, warnings)
+    return warnings
+
+
+def _save_after_change(sess: Session, what: str) -> XdphooksError | None:
+    """The state write that follows a change the kernel already made: a fault is one
+    line saying so, never a traceback and never an undo."""
+    try:
+        state_mod.save(sess.paths.state_file, sess.state)
+    except OSError as e:
+        return fsfaults.fault(sess.paths.state_file, e, then=what,
+                              retry="run 'xdphooks reconcile' again: it records the running "
+                                    "chain from its pins")
+    return None
 
 
 def _prog_arrays_hook(sess: Session, iface: InterfaceRef):
@@ -564,9 +703,12 @@ def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
                    obs.record.xdp_mode if obs.record else sess.config.xdp_mode)
     crashpoint("after-detach")
     sess.state.interfaces.pop(iface.key, None)
-    state_mod.save(sess.paths.state_file, sess.state)
+    unrecorded = _save_after_change(sess, f"the chain on {iface} is detached, but the file "
+                                          "still records it")
     bpffs.rmtree(sess.paths.iface_pin_dir(iface.key))
     sess.plugins.notify("xdphooks_chain_detached", interface=iface, names=names)
+    if unrecorded:
+        raise Unrecorded(unrecorded)
 
 
 def _drop_old_generations(idir: Path, keep: Path) -> None:
@@ -607,22 +749,45 @@ def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[st
     require_root("teardown")
     if not bpffs.is_bpffs(paths.bpffs):
         return []
-    done = []
-    with state_mod.Lock(paths.lock_file):
+    done: list[str] = []
+    faults: list[XdphooksError] = []
+    with signals.Deferral() as guard, state_mod.Lock(paths.lock_file):
+        _collect_build_dirs(paths)
         state, _ = state_mod.load(paths.state_file)
         observed = observe(paths, state)
         cfg = config_mod.load(paths.config_file) if paths.config_file.exists() else config_mod.Config()
         plugins = discover(paths, cfg.disable, cfg.hook_timeout)
         sess = Session(paths, cfg, state, plugins, observed, {}, Plan(()))
-        _open_change_log(paths)
-        for iface, obs in observed.items():
-            if only and str(iface) != only and iface.name != only:
-                continue
-            _detach(sess, iface, obs)
-            log_event(f"teardown {iface}", trigger=trigger, interface=str(iface),
-                      action="teardown")
-            done.append(str(iface))
-        if not only and not _foreign_notes(state):  # another namespace's pins stay
-            bpffs.rmtree(paths.pin_root)
-        state_mod.save(paths.state_file, state)
+        todo = [(i, o) for i, o in observed.items()
+                if not only or str(i) == only or i.name == only]
+        with guard.critical():  # a signal stops before the next interface, not mid-detach
+            _open_change_log(paths)
+            for iface, obs in todo:
+                if guard.received is not None:
+                    break
+                try:
+                    _detach(sess, iface, obs)
+                except Unrecorded as e:  # detached all the same; said once below
+                    faults.append(e)
+                log_event(f"teardown {iface}", trigger=trigger, interface=str(iface),
+                          action="teardown")
+                done.append(str(iface))
+            left = [str(i) for i, _ in todo[len(done):]]
+            if not only and not left and not _foreign_notes(state):  # another namespace's pins stay
+                bpffs.rmtree(paths.pin_root)
+            try:
+                state_mod.save(paths.state_file, state)
+            except OSError as e:
+                faults.append(fsfaults.fault(paths.state_file, e))
+    again = f"run 'xdphooks teardown {only or '--all'}' again"
+    if guard.received is not None and left:
+        raise signals.Interrupted(
+            guard.received, f"interrupted by {signals.name(guard.received)} after detaching "
+            f"{', '.join(done) or 'nothing'}; still attached: {', '.join(left)}",
+            changed=bool(done), fix=again)
+    if faults:
+        err = XdphooksError(f"{faults[0].message}; detached all the same: "
+                            f"{', '.join(done) or 'nothing'}", fix=f"{faults[0].fix}, then {again}")
+        err.exit_code = 3 if done else 1
+        raise err
     return done
