@@ -328,7 +328,10 @@ def cmd_events(args, paths) -> int:
 def cmd_history(args, paths) -> int:
     from .eventlog import read_history
 
-    records = read_history(paths.state_dir / "changes.log", args.lines)
+    warnings: list[str] = []
+    records = read_history(paths.state_dir / "changes.log", args.lines, warnings)
+    for w in warnings:
+        print(f"xdphooks: warning: {w}", file=sys.stderr)
     for r in records:
         if args.json:
             print(json.dumps(r))

@@ -20,16 +20,19 @@ Example::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import AUTO, NAMES
-from .errors import XdphooksError
+from .errors import PermissionRefused, XdphooksError
+from . import state as state_mod
 from .model import PRIORITY_MAX, PRIORITY_MIN, Link, VerdictPolicy
+from .security import read_trusted
 
 MODES = (AUTO, *NAMES)  # the backends supply their names
-XDP_MODES = ("native", "skb")
+XDP_MODES = state_mod.XDP_MODES
 
 
 @dataclass(frozen=True)
@@ -53,18 +56,29 @@ class Config:
     link: Link | None = None
 
 
+#: hook_timeout: (exclusive, inclusive) seconds. An hour is far beyond any sane hook and
+#: still a bound: a package transaction must end.
+HOOK_TIMEOUT_RANGE = (0.0, 3600.0)
+
+
 class ConfigError(XdphooksError):
     pass
 
 
 def load(path: Path) -> Config:
     """Read and check the config; a missing file means all defaults."""
+    # Trusted like a plugin file (root's, not writable by others: it can disable a
+    # firewall), and read without blocking and bounded (a FIFO or a huge file
+    # planted there is refused, not waited on): security.read_trusted.
     try:
-        raw = path.read_bytes()
+        raw = read_trusted(path, "config file")
     except FileNotFoundError:
         return Config()
+    except PermissionRefused as e:
+        raise ConfigError(e.message, fix=e.fix) from None
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {e.strerror}",
+                          fix=f"make {path} a readable regular file") from None
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -73,8 +87,8 @@ def load(path: Path) -> Config:
 
 
 def parse(data: dict, where: str = "config") -> Config:
-    def bad(msg: str) -> ConfigError:
-        return ConfigError(f"{where}: {msg}", fix="edit the config file")
+    def bad(msg: str, fix: str = "edit the config file") -> ConfigError:
+        return ConfigError(f"{where}: {msg}", fix=fix)
 
     known = {"mode", "default_interfaces", "xdp_mode", "counters", "disable",
              "hook_timeout", "programs", "link"}
@@ -94,8 +108,12 @@ def parse(data: dict, where: str = "config") -> Config:
     if not isinstance(disable, list) or not all(isinstance(i, str) for i in disable):
         raise bad("disable must be a list of plugin names")
     timeout = data.get("hook_timeout", 10)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise bad("hook_timeout must be a positive number of seconds")
+    lo, hi = HOOK_TIMEOUT_RANGE
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not math.isfinite(timeout) or not lo < timeout <= hi:
+        raise bad(f"hook_timeout = {timeout!r} is out of range: it must be a finite number "
+                  f"of seconds, more than {lo:g} and at most {hi:g}",
+                  fix=f"set hook_timeout = {Config.hook_timeout:g} (the default) in {where}")
     counters = data.get("counters", True)
     if not isinstance(counters, bool):
         raise bad("counters must be true or false")

@@ -272,7 +272,7 @@ def _referenced_netns(patterns: list[str], known: list[str]) -> list[str]:
 
 def gather(paths: Paths, opts: Options) -> Session:
     cfg = config_mod.load(paths.config_file)
-    state, warn = state_mod.load(paths.state_file)
+    state, warn = state_mod.load(paths.state_file, paths.pin_root)
     warnings = [warn] if warn else []
     warnings += _foreign_notes(state)  # another namespace's records: left alone
     plugins = discover(paths, cfg.disable | opts.disable, cfg.hook_timeout)
@@ -753,7 +753,7 @@ def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[st
     faults: list[XdphooksError] = []
     with signals.Deferral() as guard, state_mod.Lock(paths.lock_file):
         _collect_build_dirs(paths)
-        state, _ = state_mod.load(paths.state_file)
+        state, _ = state_mod.load(paths.state_file, paths.pin_root)
         observed = observe(paths, state)
         cfg = config_mod.load(paths.config_file) if paths.config_file.exists() else config_mod.Config()
         plugins = discover(paths, cfg.disable, cfg.hook_timeout)

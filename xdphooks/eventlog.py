@@ -15,8 +15,10 @@ because a log socket was missing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import stat
 import syslog
 import time
 from pathlib import Path
@@ -105,17 +107,102 @@ def _to_file(record: dict) -> None:
         pass
 
 
-def read_history(path: Path, limit: int = 50) -> list[dict]:
-    """The newest ``limit`` change records (older file first)."""
-    out: list[dict] = []
-    for p in (path.with_suffix(".log.1"), path):
+#: how much of a log file the readers look at: its newest part (the change log rotates
+#: at MAX_LOG; the events log is read for its last lines only)
+READ_TAIL = 4 << 20
+
+
+def read_lines(path: Path, what: str, tail: int = READ_TAIL) -> list[str]:
+    """The last ``tail`` bytes of a log file as lines (the cut first line dropped), read
+    without blocking or following a symlink; [] if it is missing or not a regular file
+    (a warning for the latter is the caller's, from :func:`log_file_problem`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return []
+        start = max(0, st.st_size - tail)
+        os.set_blocking(fd, True)
+        data = os.pread(fd, tail, start)
+    finally:
+        os.close(fd)
+    lines = data.decode(errors="replace").split("\n")
+    if start:
+        lines = lines[1:]
+    return [ln for ln in lines if ln.strip()]
+
+
+def log_file_problem(path: Path, what: str) -> str:
+    """A warning if ``path`` exists and is not a regular file (a FIFO, a directory)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    if stat.S_ISREG(st.st_mode):
+        return ""
+    from .security import file_kind
+
+    return (f"{what} {path} is {file_kind(st.st_mode)}, not a regular file; it is not read "
+            f"— fix: remove {path} (xdphooks writes a new one)")
+
+
+def parse_records(lines: list[str], fields: dict[str, tuple[type, ...]],
+                  required: tuple[str, ...]) -> tuple[list[dict], int]:
+    """JSON-lines records whose ``fields`` have the given types (numbers finite), and how
+    many lines were not such a record (torn by a crash, or garbage): those are
+    skipped, never fatal. Unknown keys must hold strings (context added by newer
+    writers)."""
+    out, bad = [], 0
+    for ln in lines:
         try:
-            lines = p.read_text().splitlines()
-        except OSError:
+            rec = json.loads(ln)
+        except (ValueError, RecursionError):
+            bad += 1
             continue
-        for ln in lines:
-            try:
-                out.append(json.loads(ln))
-            except ValueError:
-                continue
+        if not isinstance(rec, dict) or not all(k in rec for k in required) \
+                or not all(_typed(rec[k], fields.get(k, (str,))) for k in rec):
+            bad += 1
+            continue
+        out.append(rec)
+    return out, bad
+
+
+def _typed(value, types_: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types_:
+        return False
+    if not isinstance(value, types_):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def skipped_warning(path: Path, bad: int, what: str) -> str:
+    return (f"{what} {path}: skipped {bad} damaged line(s) (torn by a crash, or not "
+            "xdphooks' records) — fix: none needed; remove the file to start a fresh log")
+
+
+#: a change record (log_event): time and error typed, everything else strings
+CHANGE_FIELDS = {"time": (int, float), "error": (bool,)}
+CHANGE_REQUIRED = ("time", "message")
+TIME_MAX = 1e11  # seconds since the epoch: year 5138, beyond any real record
+
+
+def read_history(path: Path, limit: int = 50, warnings: list[str] | None = None) -> list[dict]:
+    """The newest ``limit`` change records (older file first). Damaged lines are skipped;
+    with ``warnings``, one warning saying how many is appended to it."""
+    out: list[dict] = []
+    bad = 0
+    for p in (path.with_suffix(".log.1"), path):
+        recs, n = parse_records(read_lines(p, "change log"), CHANGE_FIELDS, CHANGE_REQUIRED)
+        sane = [r for r in recs if 0 <= r["time"] < TIME_MAX]  # localtime() copes with it
+        n += len(recs) - len(sane)
+        recs = sane
+        out += recs
+        bad += n
+        if warnings is not None and (problem := log_file_problem(p, "change log")):
+            warnings.append(problem)
+    if bad and warnings is not None:
+        warnings.append(skipped_warning(path, bad, "change log"))
     return out[-limit:] if limit else out

@@ -24,6 +24,30 @@ def parse_gen_dir(name: str) -> tuple[int, str] | None:
     return (int(m.group(1)), m.group(2)) if m else None
 
 
+#: what the kernel accepts as an interface name (dev_valid_name): 1-15 bytes, not "."
+#: or "..", no "/", ":" or whitespace
+_IFNAME_RE = re.compile(r"^[^/:\s\x00]{1,15}$")
+NAME_MAX = 255
+#: the directory under the bpffs that holds every xdphooks pin (and nothing else)
+PIN_TREE = "xdphooks"
+
+
+def valid_ifname(name: str) -> bool:
+    return bool(_IFNAME_RE.match(name)) and name not in (".", "..") \
+        and len(name.encode(errors="surrogateescape")) <= 15
+
+
+def valid_iface_key(key: object) -> bool:
+    """The interface-key grammar (``InterfaceRef.key``: ``<netns or ->@<ifname>``): one
+    plain path component (it names a pin directory, so no "/", NUL, "." or "..", at most
+    NAME_MAX bytes), a namespace part and, after the last "@", an interface name."""
+    if not isinstance(key, str) or not key or key in (".", "..") or "/" in key \
+            or "\x00" in key or len(key.encode(errors="surrogateescape")) > NAME_MAX:
+        return False
+    ns, sep, name = key.rpartition("@")
+    return bool(sep and ns) and valid_ifname(name)
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path = Path("/")
@@ -82,7 +106,7 @@ class Paths:
 
     @property
     def pin_root(self) -> Path:
-        return self.bpffs / "xdphooks"
+        return self.bpffs / PIN_TREE
 
     def map_pin_dir(self, program: str) -> Path:
         """Persistent maps of one program, shared by all its chains and generations."""

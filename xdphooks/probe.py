@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .atomicfile import write_atomic
 from .errors import XdphooksError
-from .security import ensure_private_dir
+from .security import ensure_private_dir, read_checked
 
 CACHE_NAME = "probe.json"
 PROBE_PROG = "xdph_probe_ext"
@@ -79,18 +79,34 @@ def _try(data_dir: Path) -> tuple[bool, str]:
                 pass
 
 
+#: the cache's keys and their types: anything else (torn, planted, older) is not a cache
+CACHE_FIELDS = {"boot_id": str, "works": bool, "reason": str, "kernel": str}
+
+
+def read_cache(cache: Path) -> dict | None:
+    """The cached answer if the file is one: root's regular file in the root-only run
+    directory, read without blocking (a FIFO planted there would hold the lock
+    forever), bounded, every key present with its type. Otherwise None: the probe
+    runs again and rewrites it, which is the repair."""
+    try:
+        data = json.loads(read_checked(cache, "probe cache", owners=(0, os.geteuid())))
+    except (OSError, ValueError, RecursionError, XdphooksError):
+        return None
+    if not isinstance(data, dict) or set(data) != set(CACHE_FIELDS) or not all(
+            type(data[k]) is t for k, t in CACHE_FIELDS.items()):
+        return None
+    return data
+
+
 def probe_freplace(cache_dir: Path, data_dir: Path | None = None,
                    use_cache: bool = True) -> tuple[bool, str]:
     """(works, reason). ``cache_dir`` is the run dir, e.g. ``<root>/run/xdphooks``."""
     boot = _boot_id()
     cache = Path(cache_dir) / CACHE_NAME
     if use_cache and boot:
-        try:
-            data = json.loads(cache.read_text())
-            if data.get("boot_id") == boot and isinstance(data.get("works"), bool):
-                return data["works"], str(data.get("reason", ""))
-        except (OSError, ValueError, AttributeError):
-            pass
+        cached = read_cache(cache)
+        if cached is not None and cached["boot_id"] == boot:
+            return cached["works"], cached["reason"]
     try:
         works, reason = _try(Path(data_dir) if data_dir else _data_dir())
     except Exception as e:  # noqa: BLE001 - a probe reports, it never raises
@@ -102,6 +118,8 @@ def probe_freplace(cache_dir: Path, data_dir: Path | None = None,
     if boot:
         try:
             ensure_private_dir(cache.parent, 0o700)  # the lock's directory: root-only
+            if os.path.lexists(cache) and not os.path.isfile(cache) or os.path.islink(cache):
+                os.unlink(cache)  # a FIFO, socket or symlink where the cache goes: replaced
             write_atomic(cache, json.dumps({"boot_id": boot, "works": works, "reason": reason,
                                             "kernel": platform.release()}))
         except (OSError, XdphooksError):  # a cache we cannot write is no error

@@ -56,7 +56,7 @@ def _counters(pin_dir: str, n: int) -> list[dict] | None:
 
 
 def collect(paths: Paths) -> dict:
-    st, warning = state_mod.load(paths.state_file)
+    st, warning = state_mod.load(paths.state_file, paths.pin_root)
     root = _kernel_ok()
     objects: dict[str, list[str]] = {}
     for rec in st.interfaces.values():
@@ -95,10 +95,17 @@ def collect(paths: Paths) -> dict:
 
 
 def _pending(paths: Paths) -> dict | None:
+    """The offline-install marker (cli._record_pending), if it is one: read without
+    blocking, bounded, and only as a table with a string ``why``."""
+    from .errors import XdphooksError
+    from .security import read_checked
+
     try:
-        return json.loads((paths.state_dir / "pending").read_text())
-    except (OSError, ValueError):
+        data = json.loads(read_checked(paths.state_dir / "pending", "pending marker",
+                                       owners=(0, os.geteuid())))
+    except (OSError, ValueError, XdphooksError):
         return None
+    return data if isinstance(data, dict) and isinstance(data.get("why"), str) else None
 
 
 def _provenance(paths: Paths, objects: dict[str, list[str]]) -> dict[str, dict]:
@@ -186,6 +193,13 @@ def render_brief(data: dict) -> str:
     return "\n".join(out) or "xdphooks: no chains attached"
 
 
+def _warned(data: dict) -> dict:
+    """Say the collection's warnings (a damaged state file) on stderr, one line each."""
+    for w in data.get("warnings", []):
+        print(f"xdphooks: warning: {w}", file=sys.stderr)
+    return data
+
+
 def main(args, paths: Paths) -> int:
     if getattr(args, "profile", None) is not None:
         from . import profile
@@ -193,14 +207,14 @@ def main(args, paths: Paths) -> int:
         data = profile.profile(paths, args.profile)
         print(json.dumps(data, indent=2) if args.json else profile.render(data))
         return 0
-    if args.json:
+    if args.json:  # warnings are in the JSON ("warnings")
         print(json.dumps(collect(paths), indent=2))
         return 0
     if args.brief:
-        print(render_brief(collect(paths)))
+        print(render_brief(_warned(collect(paths))))
         return 0
     if not args.watch:
-        print(render(collect(paths)))
+        print(render(_warned(collect(paths))))
         return 0
     prev, t_prev = None, 0.0
     try:
@@ -214,20 +228,31 @@ def main(args, paths: Paths) -> int:
         return 0
 
 
+#: an events.log record (counters.drain_events)
+EVENT_FIELDS = {"ts_ns": (int,), "generation": (int,)}
+EVENT_REQUIRED = ("ts_ns", "interface", "program", "verdict")
+
+
 def events_main(args, paths: Paths) -> int:
-    st, _ = state_mod.load(paths.state_file)
+    from .eventlog import log_file_problem, parse_records, read_lines, skipped_warning
+
+    st, warning = state_mod.load(paths.state_file, paths.pin_root)
+    if warning:
+        print(f"xdphooks: warning: {warning}", file=sys.stderr)
     if os.geteuid() == 0:
         from .counters import drain_events
 
         for rec in st.interfaces.values():
             drain_events(paths, rec)
+    path = paths.state_dir / "events.log"
+    if problem := log_file_problem(path, "events log"):
+        print(f"xdphooks: warning: {problem}", file=sys.stderr)
+    events, bad = parse_records(read_lines(path, "events log")[-1000:], EVENT_FIELDS,
+                                EVENT_REQUIRED)
+    if bad:
+        print(f"xdphooks: warning: {skipped_warning(path, bad, 'events log')}", file=sys.stderr)
     shown = 0
-    try:
-        text = (paths.state_dir / "events.log").read_text()
-    except FileNotFoundError:
-        text = ""
-    for line in text.splitlines()[-1000:]:
-        ev = json.loads(line)
+    for ev in events:
         if args.interface and args.interface not in (ev["interface"],
                                                      ev["interface"].rpartition("/")[2]):
             continue

@@ -11,10 +11,13 @@ mount does not show up where this process looks.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import stat
 from pathlib import Path
 
 from ..errors import XdphooksError
+from ..paths import PIN_TREE
 
 BPF_FS_MAGIC = 0xCAFE4A11
 CLONE_NEWNS = 0x00020000
@@ -111,13 +114,116 @@ def _mount_in_host_ns(path: Path) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
 
 
-def rmtree(path: Path) -> None:
-    """Remove a pin directory tree (unlinking pins drops their references)."""
-    if not path.exists():
+# --- removal, confined ------------------------------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def fd_fs_type(fd: int) -> int:
+    buf = ctypes.create_string_buffer(256)
+    if _libc.fstatfs(fd, buf) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def _refuse(path, why: str) -> XdphooksError:
+    from ..errors import PermissionRefused
+
+    return PermissionRefused(f"refusing to remove {path}: {why}; xdphooks removes only inside "
+                             f"its own pin tree (<bpffs>/{PIN_TREE}) on a bpffs",
+                             fix=f"nothing was removed; if {path} is a stale xdphooks pin "
+                                 "directory remove it by hand, then run 'xdphooks reconcile' "
+                                 "(it rebuilds the state from the kernel)")
+
+
+def _confine(path: Path, root: Path | None) -> tuple[str, list[str]]:
+    """(the pin tree's directory, the path's components below it), checked lexically:
+    no '.' or '..' anywhere, and below ``root`` (given) or below the outermost
+    directory named ``xdphooks`` that is on a bpffs. The kernel's view is checked
+    after, on the opened directories (O_NOFOLLOW, fstatfs)."""
+    text = os.fspath(path)
+    full = text if text.startswith("/") else os.path.join(os.getcwd(), text)
+    parts = [p for p in full.split("/") if p]
+    if any(p in (".", "..") or "\0" in p for p in parts):
+        raise _refuse(path, "it is not a plain path ('.' or '..' in it)")
+    if root is not None:
+        rparts = [p for p in os.path.normpath(os.path.abspath(root)).split("/") if p]
+        if parts[:len(rparts)] != rparts:
+            raise _refuse(path, f"it is not under {root}")
+        return "/" + "/".join(rparts), parts[len(rparts):]
+    for i, p in enumerate(parts):
+        anchor = Path("/" + "/".join(parts[:i + 1]))
+        # (a pin tree not there at all, on a bpffs: nothing to remove, nothing refused)
+        if p == PIN_TREE and (is_bpffs(anchor) or not os.path.lexists(anchor)
+                              and is_bpffs(anchor.parent)):
+            return str(anchor), parts[i + 1:]
+    raise _refuse(path, f"no directory named {PIN_TREE} on a bpffs contains it")
+
+
+def _open_dir(name: str, dir_fd: int | None, shown) -> int:
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refuse(shown, f"{name} is a symlink or not a directory") from None
+        raise
+    if fd_fs_type(fd) != BPF_FS_MAGIC:
+        os.close(fd)
+        raise _refuse(shown, f"{name} is not on a bpffs")
+    return fd
+
+
+def rmtree(path: Path, root: Path | None = None) -> None:
+    """Remove a pin directory tree (unlinking pins drops their references), only inside
+    xdphooks' own pin tree on a bpffs: ``root`` (the pin root) when given, else the
+    outermost ``xdphooks`` directory on a bpffs above ``path``. Every directory is
+    opened with O_NOFOLLOW and checked to be on a bpffs (fstatfs), and everything
+    is removed relative to those descriptors, so neither a symlink nor a '..' nor
+    a mount can lead outside. Refused (nothing removed): PermissionRefused."""
+    anchor, rel = _confine(path, root)
+    fds: list[int] = []
+    try:
+        try:
+            fds.append(_open_dir(anchor, None, path))
+            for comp in rel[:-1]:
+                fds.append(_open_dir(comp, fds[-1], path))
+        except FileNotFoundError:
+            return  # nothing there to remove
+        if not rel:  # the pin tree itself (teardown --all)
+            _empty(fds[0], path)
+            try:
+                os.rmdir(anchor)
+            except FileNotFoundError:
+                pass
+            return
+        _remove(fds[-1], rel[-1], path)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+
+
+def _remove(dir_fd: int, name: str, shown) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
         return
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            rmtree(child)
-        else:
-            child.unlink(missing_ok=True)
-    path.rmdir()
+    if stat.S_ISDIR(st.st_mode):
+        fd = _open_dir(name, dir_fd, shown)
+        try:
+            _empty(fd, shown)
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+    else:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+
+
+def _empty(dir_fd: int, shown) -> None:
+    for name in os.listdir(dir_fd):
+        _remove(dir_fd, name, shown)

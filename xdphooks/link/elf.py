@@ -116,9 +116,10 @@ def parse_rels(data: bytes) -> list[Rel]:
 def read_elf(path: str, data: bytes | None = None, plugin: str | None = None) -> Elf:
     """Parse a BPF ELF object; anything malformed raises ObjectError (naming ``plugin``)."""
     try:
-        if data is None:
-            with open(path, "rb") as f:
-                data = f.read()
+        if data is None:  # never blocks on a FIFO, never reads past the object size limit
+            from ..security import read_regular
+
+            data = read_regular(path, "BPF object", plugin)
     except OSError as e:
         raise ObjectError(f"cannot read BPF object {path}: {e.strerror}", plugin=plugin,
                           fix="check the path in the plugin declaration") from None
