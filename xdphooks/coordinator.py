@@ -652,11 +652,10 @@ def _save_after_change(sess: Session, what: str) -> XdphooksError | None:
 
 def _prog_arrays_hook(sess: Session, iface: InterfaceRef):
     """xdphooks_prog_arrays for the backend, when some plugin implements it."""
-    if not sess.plugins.pm.hook.xdphooks_prog_arrays.get_hookimpls():
+    if not sess.plugins.implements("xdphooks_prog_arrays"):
         return None
-    return lambda program, programs, arrays: sess.plugins.notify(
-        "xdphooks_prog_arrays", interface=iface, program=program, programs=programs,
-        arrays=arrays)
+    return lambda program, programs, arrays: sess.plugins.prog_arrays(
+        iface, program, programs, arrays)
 
 
 def _single_buffer_error(iface: InterfaceRef, built, err: KernelError) -> XdphooksError | None:
