@@ -36,6 +36,7 @@ from .model import Change, Chain, InterfaceRef, Plan, constants_json, map_settin
 from .paths import Paths, parse_gen_dir
 from .plugins import Plugins, discover
 from . import recover
+from . import pinowner
 from .security import ensure_private_dir
 from .state import InterfaceRecord, ProgramRecord, State
 
@@ -580,6 +581,7 @@ def _apply(sess: Session, change: Change, opts: Options,
                              retry="run 'xdphooks reconcile' again") from None
     ctx = BuildContext(iface, chain, sess.paths, workdir, DATA_DIR, sess.config.counters, previous,
                        _prog_arrays_hook(sess, iface))
+    ctx.pin_warnings, ctx.reset_maps = pinowner.claim(sess.paths, chain.entries)
     built = None
     sent = False  # the swap was asked of the kernel: from here on, check before unpinning
     try:

@@ -47,6 +47,10 @@ class BuildContext:
     previous: PreviousChain | None = None
     #: the xdphooks_prog_arrays hook: (program, {function: prog fd}, {map: fd})
     prog_arrays: Callable[[str, dict, dict], None] | None = None
+    #: programs whose pinned maps were another plugin's and were reset (pinowner.claim):
+    #: nothing of the previous chain's (globals, a reused extension) is carried to them
+    reset_maps: set[str] = field(default_factory=set)
+    pin_warnings: list[str] = field(default_factory=list)  # pinowner.claim's, said after attach
 
     def trusted_object(self, entry: ChainEntry) -> str:
         """A private copy of ``entry``'s object holding exactly the bytes that were

@@ -275,7 +275,8 @@ def _carry_globals(ctx: BuildContext, fresh: list[Fresh]) -> list[str]:
         variables, defaults = object_globals(f.path)
         if not defaults:
             continue
-        old, pin = {}, prev.gen_dir / f"prog-{f.entry.name}" if prev else None
+        old, pin = {}, prev.gen_dir / f"prog-{f.entry.name}" \
+            if prev and f.entry.name not in ctx.reset_maps else None
         if pin is not None and pin.exists():
             with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
                 old = running_globals(fd)
@@ -316,7 +317,8 @@ def build(ctx: BuildContext) -> BuiltChain:
     disp_path = pick_dispatcher(Path(ctx.data_dir), len(entries))
     single = single_buffer(ctx, entries)
     _preflight(ctx, entries, disp_path, single)
-    built = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={}, single_buffer=single)
+    built = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={}, single_buffer=single,
+                       warnings=list(ctx.pin_warnings))
     try:
         disp_fd, cnt_fd, ev_fd = load_dispatcher(disp_path, entries, counters=ctx.counters,
                                                  frags=not single)
@@ -328,7 +330,8 @@ def build(ctx: BuildContext) -> BuiltChain:
         fresh: list[Fresh] = []
         for i, entry in enumerate(entries):
             prev_pin = prev.gen_dir / f"prog-{entry.name}" if prev else None
-            reuse = prev is not None and prev.same_load(entry) and prev_pin.exists()
+            reuse = prev is not None and prev.same_load(entry) and prev_pin.exists() \
+                and entry.name not in ctx.reset_maps  # another plugin's program: not reused
             if reuse:
                 try:
                     prog_fd, link_fd, maps = _reuse_component(ctx, entry, prev_pin, disp_fd, i)

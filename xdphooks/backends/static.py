@@ -247,7 +247,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
                            slot_prog_ids=[info.id] * len(entries), maps=_pins(ctx, entries, results),
                            pins=pins, closers=[o.close for o in objs],
                            slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links],
-                           single_buffer=single, warnings=warnings)
+                           single_buffer=single, warnings=ctx.pin_warnings + warnings)
         objs = []
         last_timings.clear()
         last_timings.update(timings)
@@ -328,7 +328,8 @@ def _carry_globals(ctx: BuildContext, objs, roots: list[Path], segments, entries
     after pre-flight, so the canned packets leave no trace in them."""
     prev = ctx.previous
     old = _previous_globals(prev.gen_dir) if prev is not None and prev.mode == MODE else {}
-    prev_slots = prev.slots if prev is not None and prev.mode == MODE else {}
+    prev_slots = {p: s for p, s in prev.slots.items() if p not in ctx.reset_maps} \
+        if prev is not None and prev.mode == MODE else {}
     warnings = []
     for k, seg in enumerate(segments):
         variables, defaults = object_globals(str(roots[k]))
