@@ -425,3 +425,30 @@ def test_a_fresh_host_serves_the_others_after_one_kills_it(tmp_path):
     host = plugins._slot.host.pid
     plugins.close()
     assert not _running(host) and not _running(first)
+
+
+def test_what_crosses_the_channel_is_rebuilt_exactly():
+    """Arguments and results are JSON, rebuilt into the model's own types: the
+    fingerprint of a chain and the declarations survive the trip unchanged, and a
+    type that is not on the list is refused, not built."""
+    import json
+
+    from xdphooks import pluginhost as H
+    from xdphooks.model import (Chain, ChainEntry, InterfaceRef, Link, VerdictPolicy,
+                                XdpProgram)
+
+    p = XdpProgram(name="a", object="a.o", priority=3, policy=VerdictPolicy.parse("tx=log"),
+                   interfaces=["e*"], pin_maps=["m"], link="call",
+                   constants={"x": b"ab", "y": 3}, maps={"m": {"max_entries": 10}})
+    trip = lambda v, allowed: H.decode(json.loads(json.dumps(H.encode(v))), allowed)  # noqa: E731
+    assert trip([p], frozenset({"XdpProgram"})) == (p,)
+    e = ChainEntry("a", "pl", "/x.o", None, 3, VerdictPolicy(), constants=(("x", b"a"),),
+                   link=Link.CALL)
+    chain = Chain(InterfaceRef("ns", "x"), (e,), "static")
+    back = trip({"chain": chain}, frozenset({"Chain", "ChainEntry", "InterfaceRef"}))["chain"]
+    assert back == chain and back.fingerprint() == chain.fingerprint()
+    with pytest.raises(ValueError):  # a Chain where only programs may come back
+        trip(chain, frozenset({"XdpProgram"}))
+    with pytest.raises(ValueError):  # XdpProgram's own checks run on what comes back
+        H.decode({"__t": "XdpProgram", "f": {"name": "BAD NAME", "object": "x.o"}},
+                 frozenset({"XdpProgram"}))

@@ -18,20 +18,38 @@ Hooks are grouped by when they run in a reconcile:
 3. *After the swap* — :func:`xdphooks_chain_attached`, :func:`xdphooks_chain_detached`
    and :func:`xdphooks_reconcile_failed`.
 
-Every hook is called inside the coordinator's lock, as root, and must return
-quickly: a hook that runs longer than ``hook_timeout`` seconds (config, default
-10) is reported by plugin name and treated as if it had raised. A hook that
-raises is reported by plugin name with the exception's message and left out;
+Every hook is called while the coordinator holds its lock, as root, but not in
+the coordinator's process: plugins are imported and called in a *plugin host*,
+a child process (:mod:`xdphooks.pluginhost`) that holds no lock, no kernel
+object and none of the coordinator's state.  Hooks must return quickly: a hook
+(or an import) that runs longer than ``hook_timeout`` seconds (config, default
+10) is killed with its host, whatever it does (a C loop holding the GIL
+included), and reported by plugin name, as is one that ends its host
+(``os._exit``, a segfault, closing its descriptors).  The other plugins go on
+in a fresh host, where their modules are imported again, so module code should
+not count on running once per command.  A hook that raises is reported by
+plugin name with the exception's message (escaped to one line) and left out;
 it never aborts the whole run by itself.
 
+Arguments and results cross between the processes as data (JSON): arguments
+are rebuilt in the host (:class:`xdphooks.InterfaceRef`, :class:`xdphooks.Chain`
+with its entries, plain dicts and tuples — a list argument arrives as a tuple),
+and results are rebuilt and validated in the coordinator, so a hook must
+return the documented types (``XdpProgram``, ``Problem`` from
+``veto()``/``warn()``, a mode string) and nothing that needs the plugin's own
+classes.  Changing an argument changes only the host's copy.  What a plugin
+prints goes nowhere (the last 4 KiB are kept for a failure message).  A reply
+larger than 16 MiB kills the host.  Kernel objects: the fds of
+:func:`xdphooks_prog_arrays` are passed to the host for the call.
+
 Each implementation runs on its own, under that time limit: one that fails
-counts as having returned ``None``. :func:`xdphooks_programs` and
-:func:`xdphooks_validate_chain` are called plugin by plugin so that every
+counts as having returned ``None``. Every hook is called plugin by plugin, in
+pluggy's call order as the host's plugin manager reports it, so that every
 result can be blamed on the plugin that gave it; :func:`xdphooks_select_mode`
-(``firstresult``) and the after-the-swap hooks are called through pluggy, so
-``tryfirst``/``trylast`` order the ``select_mode`` answers as usual. Otherwise
-the call order (pluggy's LIFO) carries no meaning: the order of programs in a
-chain comes only from their data (priority, then name).
+keeps pluggy's ``firstresult`` meaning (the first non-``None`` answer in that
+order, ``tryfirst``/``trylast`` apply). Otherwise the call order (pluggy's
+LIFO) carries no meaning: the order of programs in a chain comes only from
+their data (priority, then name).
 
 Hook wrappers (``wrapper=True``, ``hookwrapper=True``) are not supported: a
 plugin with one is refused when it is registered, with an error naming it and
