@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def valid_iface_key(key: object) -> bool:
             or "\x00" in key or len(key.encode(errors="surrogateescape")) > NAME_MAX:
         return False
     ns, sep, name = key.rpartition("@")
-    return bool(sep and ns) and valid_ifname(name)
+    # the parts are percent-encoded (model.InterfaceRef.key): "enp3s0f1.1000" is
+    # "enp3s0f1%2E1000" in a key, 17 characters for a 13-byte name
+    return bool(sep and ns) and valid_ifname(unquote(name, errors="surrogateescape"))
 
 
 @dataclass(frozen=True)
