@@ -16,6 +16,7 @@ Example::
     interfaces = ["eth*", "blue/veth0"]
     link = "call"
     enabled = true
+    verify = true                 # false: a local build replaces the packaged object
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ProgramOverride:
     interfaces: tuple[str, ...] | None = None
     enabled: bool = True
     link: Link | None = None
+    verify: bool = True  # False: a local build replaces the packaged object (verify.py)
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def parse(data: dict, where: str = "config") -> Config:
     for name, table in (data.get("programs") or {}).items():
         if not isinstance(table, dict):
             raise bad(f"[programs.{name}] must be a table")
-        extra = set(table) - {"priority", "policy", "interfaces", "enabled", "link"}
+        extra = set(table) - {"priority", "policy", "interfaces", "enabled", "link",
+                               "verify"}
         if extra:
             raise bad(f"[programs.{name}] unknown key(s) {sorted(extra)}")
         prio = table.get("priority")
@@ -155,7 +158,10 @@ def parse(data: dict, where: str = "config") -> Config:
         enabled = table.get("enabled", True)
         if not isinstance(enabled, bool):
             raise bad(f"[programs.{name}] enabled must be true or false")
+        verify = table.get("verify", True)
+        if not isinstance(verify, bool):
+            raise bad(f"[programs.{name}] verify must be true or false")
         programs[name] = ProgramOverride(prio, policy, tuple(ifs) if ifs is not None else None,
-                                         enabled, link_of(table, f"[programs.{name}] "))
+                                         enabled, link_of(table, f"[programs.{name}] "), verify)
     return Config(mode, tuple(ifaces), xdp_mode, counters, frozenset(disable),
                   float(timeout), programs, link)

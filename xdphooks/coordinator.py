@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import backends, config as config_mod
 from . import fsfaults, planner, signals, state as state_mod
-from . import drift
+from . import drift, verify
 from .errors import KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
@@ -282,7 +282,7 @@ def gather(paths: Paths, opts: Options) -> Session:
     for plugin, prog in declared:
         key = object_path(paths, prog)
         if key not in facts:
-            facts[key] = inspect(key, plugin)
+            facts[key] = verify.checked(paths, cfg, prog, inspect(key, plugin))
     placed, problems = planner.resolve(declared, cfg, facts, lambda p: object_path(paths, p))
     known_ns = list_netns()
     patterns = [pat for p in placed for pat in p.patterns]

@@ -83,6 +83,7 @@ def collect(paths: Paths) -> dict:
                 "packets": c["packets"] if c else None,
                 "verdicts": {k: c["verdicts"].get(k, 0) for k in VERDICT_KEYS} if c else None,
                 "package": prov.get("package"), "modified": prov.get("modified"),
+                "verified": _verified(p.object),
             })
         out["interfaces"].append({
             "name": rec.name, "netns": rec.netns or None, "mode": rec.mode,
@@ -92,6 +93,15 @@ def collect(paths: Paths) -> dict:
             "updated": rec.updated, "trigger": rec.trigger, "programs": progs,
         })
     return out
+
+
+def _verified(path: str) -> dict | None:
+    from .verify import status as verify_status
+
+    try:
+        return verify_status(path)
+    except Exception:  # noqa: BLE001 - status must always answer
+        return None
 
 
 def _pending(paths: Paths) -> dict | None:
