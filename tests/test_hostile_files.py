@@ -288,6 +288,19 @@ def _(c):
                    run=lambda c: run(c, "history"))
 
 
+@case("changes_log_fifo")
+def _(c):
+    before = changes_log(c).read_bytes()
+    changes_log(c).unlink()
+    os.mkfifo(changes_log(c), 0o644)
+    c.undo.append(lambda: (changes_log(c).unlink(), changes_log(c).write_bytes(before)))
+
+    def check(c, proc):
+        assert "no changes recorded yet" in proc.stdout
+    return Hostile(str(changes_log(c)), also=("FIFO",), check=check,
+                   run=lambda c: run(c, "history"))
+
+
 # --- objects --------------------------------------------------------------------------------
 
 

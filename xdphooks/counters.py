@@ -9,8 +9,10 @@ of ``abi.EVENT`` records, drained here through libbpf's own ring-buffer consumer
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -131,6 +133,12 @@ def drain_events(paths: "Paths", rec, limit: int = 100000) -> int:
         lines.append(json.dumps({"ts_ns": ev["ts_ns"], "interface": name, "program": prog,
                                  "verdict": verdict, "generation": rec.generation}))
     if lines:
-        with open(paths.state_dir / "events.log", "a") as f:
+        # never blocks on a FIFO planted there (ENXIO), never follows a symlink
+        log = paths.state_dir / "events.log"
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "a") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(log))
             f.write("\n".join(lines) + "\n")
     return len(lines)

@@ -253,7 +253,10 @@ def events_main(args, paths: Paths) -> int:
         from .counters import drain_events
 
         for rec in st.interfaces.values():
-            drain_events(paths, rec)
+            try:
+                drain_events(paths, rec)
+            except OSError:  # events.log not writable (said below if not a file): show it
+                pass
     path = paths.state_dir / "events.log"
     if problem := log_file_problem(path, "events log"):
         print(f"xdphooks: warning: {problem}", file=sys.stderr)
