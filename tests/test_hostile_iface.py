@@ -105,10 +105,10 @@ def setup_counter(xh, bpf_obj, iface: str, name: str = "counter", prio: int = 50
 
 
 @contextmanager
-def namespace_with_veth(name: str):
+def namespace_with_veth(name: str, dev: str = ""):
     """Network namespace ``name`` holding both ends of a veth; yields the chain end."""
     uid = uuid.uuid4().hex[:6]
-    dev, peer = f"xa{uid}", f"xb{uid}"
+    dev, peer = dev or f"xa{uid}", f"xb{uid}"
     sh("ip", "netns", "add", name)
     try:
         sh("ip", "-n", name, "link", "add", dev, "type", "veth", "peer", "name", peer)
@@ -181,6 +181,46 @@ def test_reconcile_from_other_netns_leaves_first_namespaces_chain(xh, veth, bpf_
     assert xdp_id(veth.ns_a, veth.dev_a) == prog
     assert in_ns(xh, veth.ns_a, "teardown", "--all").returncode == 0
     assert xdp_id(veth.ns_a, veth.dev_a) == 0 and pinned_keys(xh) == []
+
+
+def test_other_netns_wanting_same_name_is_refused(xh, veth, bpf_obj):
+    """The second namespace has an interface of the same name, so the same config
+    wants a chain there too: its key holds the first namespace's record, so it is
+    refused in one line, and the first namespace's chain stays recorded."""
+    setup_counter(xh, bpf_obj, veth.dev_a)
+    assert in_ns(xh, veth.ns_a, "reconcile").returncode == 0
+    prog = xdp_id(veth.ns_a, veth.dev_a)
+    key = f"-@{veth.dev_a}"
+    other = f"xhother{uuid.uuid4().hex[:6]}"
+    with namespace_with_veth(other, veth.dev_a):
+        proc = in_ns(xh, other, "reconcile")
+        out = show(proc)
+        assert proc.returncode == 1, out
+        errs = [ln for ln in proc.stderr.splitlines() if ln.startswith("xdphooks: error:")]
+        assert len(errs) == 1 and "another network namespace" in errs[0] \
+            and "nothing was attached" in errs[0] and "— fix:" in errs[0], out
+        assert xdp_id(other, veth.dev_a) == 0
+        assert xdp_id(veth.ns_a, veth.dev_a) == prog
+        assert state(xh)["interfaces"][key]["prog_id"] == prog and pinned_keys(xh) == [key]
+    assert in_ns(xh, veth.ns_a, "teardown", "--all").returncode == 0
+
+
+def test_dotted_interface_name(xh, bpf_obj):
+    """A VLAN-style name: the bpffs refuses '.' in a pin directory's name (EPERM)."""
+    ns = f"xhdot{uuid.uuid4().hex[:6]}"
+    dev = f"v{uuid.uuid4().hex[:4]}.100.2"
+    with namespace_with_veth(ns, dev):
+        setup_counter(xh, bpf_obj, f"{ns}/{dev}")
+        proc = xh.run("reconcile", check=False)
+        out = show(proc)
+        assert proc.returncode == 0 and proc.stdout.startswith("attach"), out
+        prog = xdp_id(ns, dev)
+        (key, rec), = state(xh)["interfaces"].items()
+        assert rec["name"] == dev and rec["prog_id"] == prog and pinned_keys(xh) == [key]
+        assert "." not in key
+        again = xh.run("reconcile")
+        assert again.stdout.strip() == "nothing to do", again.stderr
+        assert "damage" not in again.stderr.lower(), again.stderr
 
 
 ODD_NAMES = {
