@@ -97,7 +97,7 @@ _xdphooks()
         plan)      opts="--json" ;;
         status)    opts="--json --watch --brief --profile" ;;
         teardown)  opts="--all" ;;
-        doctor)    opts="" ;;
+        doctor)    opts="--capabilities-json" ;;
         trace)     opts="--udp --tcp --file --live --count --seconds" ;;
         watch)     opts="--seconds" ;;
         events)    opts="" ;;

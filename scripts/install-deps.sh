@@ -53,6 +53,10 @@ for p in "${SERVICE_PACKAGES[@]}"; do
   [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
 done
 
+# The VM matrix's kernels that bookworm does not carry (bullseye's 5.10, sid's 7.x):
+# unpacked into a cache for virtme-ng, never installed (tests/test_vm_harness.py).
+bash scripts/fetch-vm-kernels.sh
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo ">> creating .venv"

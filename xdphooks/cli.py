@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("interface", nargs="?", help="NETNS/IFNAME or IFNAME")
     g.add_argument("--all", action="store_true")
 
-    sub.add_parser("doctor", help="what this kernel and machine offer")
+    doc = sub.add_parser("doctor", help="what this kernel and machine offer")
+    doc.add_argument("--capabilities-json", action="store_true",
+                     help="only the kernel's capabilities, probed, as JSON")
 
     tr = sub.add_parser("trace", help="run one packet through an interface's chain, "
                         "program by program")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -663,6 +664,15 @@ def _prog_arrays_hook(sess: Session, iface: InterfaceRef):
 def _single_buffer_error(iface: InterfaceRef, built, err: KernelError) -> XdphooksError | None:
     """The MTU needs multi-buffer XDP and some program is not built for it: name it,
     with the kernel's own reason (its extack) on the same line."""
+    from .capabilities import has_frags
+
+    if err.errno == errno.ERANGE and not has_frags():
+        return XdphooksError(f"{iface}: its MTU needs multi-buffer XDP, which Linux "
+                             f"{platform.release()} does not have (it came in 5.18); the "
+                             "chain that ran before keeps running",
+                             fix="lower the MTU (ip link set dev DEV mtu 1500; for a veth, "
+                                 "both ends), attach in generic mode (xdp_mode = \"skb\"), "
+                                 "or run Linux 5.18 or later")
     if err.errno != errno.ERANGE or not built.single_buffer:
         return None
     name, plugin = built.single_buffer[0]

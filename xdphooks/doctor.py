@@ -46,6 +46,10 @@ def checks(paths: Paths) -> list[tuple[bool | None, str, str]]:
             out.append((None, "freplace (dynamic linking) works", f"{works} — {why}"))
         except ImportError:
             out.append((None, "freplace backend", "not installed"))
+        from .capabilities import capabilities
+
+        for name, (works, why) in capabilities(paths.run_dir).items():
+            out.append((None, f"capability {name}", f"{'yes' if works else 'no'} — {why}"))
     from . import backends, config as config_mod
 
     try:
@@ -83,7 +87,22 @@ def checks(paths: Paths) -> list[tuple[bool | None, str, str]]:
     return out
 
 
+def capabilities_json(paths: Paths) -> str:
+    """The kernel's capabilities as JSON (the VM matrix records it per kernel)."""
+    import json
+
+    from .capabilities import capabilities
+
+    caps = capabilities(paths.run_dir)
+    return json.dumps({"kernel": platform.release(),
+                       "capabilities": {k: {"works": w, "why": why} for k, (w, why) in caps.items()}},
+                      sort_keys=True)
+
+
 def main(args, paths: Paths) -> int:
+    if getattr(args, "capabilities_json", False):
+        print(capabilities_json(paths))
+        return 0
     results = checks(paths)
     for ok, what, detail in results:
         print(_line(ok, what, detail))

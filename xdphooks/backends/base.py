@@ -230,7 +230,11 @@ def set_frags(prog, frags: bool) -> None:
     of its root) carries the chain's multi-buffer flag: the kernel wants them equal,
     and frags-aware code also runs where packets are single-buffer."""
     from .. import abi
+    from ..capabilities import has_frags
 
+    # A kernel before 5.18 refuses the flag outright: the chain loads single-buffer there
+    # and a jumbo MTU is refused at attach, naming the kernel (coordinator).
+    frags = frags and has_frags()
     flags = prog.flags & ~abi.BPF_F_XDP_HAS_FRAGS
     prog.set_flags(flags | (abi.BPF_F_XDP_HAS_FRAGS if frags else 0))
 

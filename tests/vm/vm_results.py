@@ -1,0 +1,142 @@
+"""Which VM tests finished, written as they finish, so a VM that dies mid-suite still tells.
+
+Two halves of one file format:
+
+* a pytest plugin (``-p vm_results`` in the guest, with ``XDPHOOKS_VM_RESULTS`` naming a
+  directory on the host-shared 9p mount): ``collected.txt`` once collection is done, then
+  one JSON line per finished test in ``results.jsonl``, flushed and fsynced at once;
+* a command for tests/vm/run-in-vm.sh on the host::
+
+    python vm_results.py remaining DIR     # node ids collected but never reported
+    python vm_results.py merge OUT DIR...  # one JSON of all runs (later runs win); exit 1
+                                           # when any test failed in any run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+COLLECTED = "collected.txt"
+RESULTS = "results.jsonl"
+#: The kernel matrix: the static backend end to end and on the corpus, freplace end to end
+#: and on the corpus, live views -- each in both modes where the kernel allows -- and
+#: tests/vm/test_kernel_caps.py (capabilities; a jumbo-MTU chain that works, or is refused
+#: naming the kernel, in both modes; tests/test_frags.py needs 5.18 and runs in the full
+#: suite). Their tests get the ``matrix`` marker in the VM, so ``-m "vm or matrix"`` selects
+#: them beside the ``vm`` tests (tests/test_vm_harness.py).
+MATRIX_FILES = ("tests/test_e2e_core.py", "tests/test_corpus.py", "tests/test_freplace_e2e.py",
+                "tests/test_live_views.py", "tests/vm/test_kernel_caps.py")
+
+
+def _dir() -> Path | None:
+    d = os.environ.get("XDPHOOKS_VM_RESULTS")
+    return Path(d) if d else None
+
+
+def _append(path: Path, line: str) -> None:
+    # One write + fsync per test: the VM may be killed at any moment after it.
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+_outcome: dict[str, dict] = {}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "matrix: runs on every kernel of the VM matrix")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    # runs before pytest's own -m deselection (plugins given with -p come first)
+    for item in items:
+        if item.nodeid.split("::")[0] in MATRIX_FILES:
+            item.add_marker("matrix")
+
+
+def pytest_collection_finish(session) -> None:
+    d = _dir()
+    if d is None:
+        return
+    (d / COLLECTED).write_text("".join(item.nodeid + "\n" for item in session.items))
+
+
+def pytest_runtest_logreport(report) -> None:
+    rec = _outcome.setdefault(report.nodeid, {"outcome": "passed", "message": ""})
+    if report.failed:
+        rec["outcome"] = "failed" if report.when == "call" else "error"
+        rec["message"] = (report.longreprtext or "").strip().splitlines()[-1:][0:1]
+        rec["message"] = rec["message"][0][:400] if rec["message"] else ""
+    elif report.skipped and rec["outcome"] == "passed":
+        rec["outcome"] = "skipped"
+        lr = report.longrepr
+        rec["message"] = str(lr[2] if isinstance(lr, tuple) else lr)[:400]
+    if report.when == "call":
+        rec["seconds"] = round(report.duration, 1)
+
+
+def pytest_runtest_logfinish(nodeid, location) -> None:
+    d = _dir()
+    rec = _outcome.pop(nodeid, {"outcome": "error", "message": "no report"})
+    if d is not None:
+        _append(d / RESULTS, json.dumps({"nodeid": nodeid, **rec}))
+
+
+# --- host side ---------------------------------------------------------------------------
+
+def read(d: Path) -> tuple[list[str], dict[str, dict]]:
+    collected = []
+    if (d / COLLECTED).exists():
+        collected = [ln for ln in (d / COLLECTED).read_text().splitlines() if ln]
+    done: dict[str, dict] = {}
+    if (d / RESULTS).exists():
+        for ln in (d / RESULTS).read_text().splitlines():
+            try:
+                rec = json.loads(ln)
+            except ValueError:  # the last line of a VM killed mid-write
+                continue
+            done[rec["nodeid"]] = rec
+    return collected, done
+
+
+def remaining(d: Path) -> list[str]:
+    collected, done = read(d)
+    return [n for n in collected if n not in done]
+
+
+def merge(out: Path, dirs: list[Path]) -> int:
+    tests: dict[str, dict] = {}
+    failed_anywhere: list[str] = []
+    for d in dirs:
+        _, done = read(d)
+        for nodeid, rec in done.items():
+            if rec["outcome"] in ("failed", "error"):
+                failed_anywhere.append(nodeid)
+            tests[nodeid] = {k: v for k, v in rec.items() if k != "nodeid"}
+    extra = {}
+    for d in dirs:  # what the guest wrote besides (kernel release, capabilities)
+        p = d / "guest.json"
+        if p.exists():
+            try:
+                extra.update(json.loads(p.read_text()))
+            except ValueError:
+                pass
+    data = {**extra, "runs": len(dirs), "tests": dict(sorted(tests.items()))}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    # A failure in the run that died is still a failure, whatever the re-run did.
+    return 1 if failed_anywhere else 0
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "remaining":
+        print("\n".join(remaining(Path(sys.argv[2]))))
+    elif cmd == "merge":
+        sys.exit(merge(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]]))
+    else:
+        sys.exit(f"vm_results: unknown command {cmd!r}")

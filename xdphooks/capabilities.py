@@ -1,0 +1,170 @@
+"""What the running kernel offers xdphooks and the plugins it chains, probed, not guessed
+from the version: ``xdphooks doctor`` prints it, the VM matrix records it per kernel
+(docs/kernels.md), and a feature the kernel lacks is refused by name (``has()``).
+Each probe loads a few instructions or a shipped object and never raises. Needs root.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from .probe import _data_dir, probe_freplace
+
+
+#: helper ids (include/uapi/linux/bpf.h)
+HELPER_XDP_ADJUST_META = 54
+HELPER_XDP_GET_BUFF_LEN = 188
+#: kfuncs the corpus calls (tests/corpus), looked up in the kernel's BTF by name
+CORPUS_KFUNCS = ("bpf_xdp_ct_lookup",)
+
+
+def _raw_xdp_prog(insns: list[tuple[int, int, int, int, int]], prog_flags: int = 0) -> int:
+    """Load a few raw instructions as an XDP program; returns the fd (raises OSError)."""
+    import ctypes
+
+    from .kernel import libbpf
+
+    class Opts(ctypes.Structure):  # the head of struct bpf_prog_load_opts (libbpf >= 0.7)
+        _fields_ = [("sz", ctypes.c_size_t), ("attempts", ctypes.c_int),
+                    ("expected_attach_type", ctypes.c_uint32), ("prog_btf_fd", ctypes.c_uint32),
+                    ("prog_flags", ctypes.c_uint32)]
+
+    raw = b"".join(op.to_bytes(1, "little") + ((src << 4) | dst).to_bytes(1, "little")
+                   + off.to_bytes(2, "little", signed=True) + imm.to_bytes(4, "little", signed=True)
+                   for op, dst, src, off, imm in insns)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    opts = Opts(sz=ctypes.sizeof(Opts), prog_flags=prog_flags)
+    fn = libbpf._lib.bpf_prog_load
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p,
+                   ctypes.c_size_t, ctypes.c_void_p]
+    fd = fn(libbpf.BPF_PROG_TYPE_XDP, b"xdph_cap", b"GPL", buf, len(insns), ctypes.byref(opts))
+    if fd < 0:
+        raise OSError(-fd, os.strerror(-fd))
+    return fd
+
+
+_EXIT = (0x95, 0, 0, 0, 0)
+_RET_PASS = (0xb7, 0, 0, 0, 2)  # r0 = XDP_PASS
+
+
+def frags() -> tuple[bool, str]:
+    try:
+        os.close(_raw_xdp_prog([_RET_PASS, _EXIT], prog_flags=1 << 5))  # BPF_F_XDP_HAS_FRAGS
+        return True, "XDP programs load with BPF_F_XDP_HAS_FRAGS"
+    except OSError as e:
+        return False, f"BPF_F_XDP_HAS_FRAGS refused ({e.strerror}): multi-buffer packets need Linux 5.18"
+
+
+def _adjust_meta() -> tuple[bool, str]:
+    from .kernel import libbpf
+
+    # r2 = -4; call bpf_xdp_adjust_meta(ctx, -4); return its result
+    try:
+        fd = _raw_xdp_prog([(0xb7, 2, 0, 0, -4), (0x85, 0, 0, 0, HELPER_XDP_ADJUST_META), _EXIT])
+    except OSError as e:
+        return False, f"a program calling bpf_xdp_adjust_meta does not load ({e.strerror})"
+    try:
+        ret = libbpf.prog_test_run(fd, b"\0" * 64).retval
+    except Exception as e:  # noqa: BLE001 - a probe reports
+        return False, f"test run failed: {e}"
+    finally:
+        os.close(fd)
+    if ret != 0:
+        return False, f"bpf_xdp_adjust_meta(ctx, -4) returned {ret - (1 << 32) if ret >= 1 << 31 else ret} in a test run"
+    return True, "bpf_xdp_adjust_meta grows the metadata in a test run"
+
+
+def _helper(helper_id: int, name: str) -> tuple[bool, str]:
+    import ctypes
+
+    from .kernel import libbpf
+
+    fn = libbpf._lib.libbpf_probe_bpf_helper
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    ok = fn(libbpf.BPF_PROG_TYPE_XDP, helper_id, None) == 1
+    return ok, f"{name} {'available' if ok else 'not available'} to XDP programs"
+
+
+def _btf_names() -> bytes:
+    out = b""
+    btf_dir = Path("/sys/kernel/btf")
+    for p in [btf_dir / "vmlinux", btf_dir / "nf_conntrack"]:
+        try:
+            out += p.read_bytes()
+        except OSError:
+            pass
+    return out
+
+
+def _kfuncs() -> tuple[bool, str]:
+    btf = _btf_names()
+    if not btf:
+        return False, "no kernel BTF: kfuncs cannot be resolved"
+    missing = [k for k in CORPUS_KFUNCS if b"\0" + k.encode() + b"\0" not in btf]
+    if missing:
+        return False, "not in the kernel's BTF: " + ", ".join(missing)
+    return True, ", ".join(CORPUS_KFUNCS) + " in the kernel's BTF"
+
+
+def _fentry_on_bpf(data_dir: Path) -> tuple[bool, str]:
+    """fentry/fexit on a BPF program's function: what status --profile and trace --live use."""
+    from .backends import freplace
+    from .kernel import libbpf
+
+    disp_path = freplace.pick_dispatcher(data_dir, 1)
+    fds = list(freplace.load_dispatcher(disp_path, [[1, 1, 0, 1, 1, 1]], counters=False,
+                                        events=False))
+    obj = None
+    links = []
+    try:
+        obj = libbpf.BpfObject(str(data_dir / "slot_profile.o"))
+        for name in ("xdph_prof_enter", "xdph_prof_exit"):
+            obj.program(name).set_attach_target(fds[0], freplace.slot_name(0))
+        obj.load()
+        for name in ("xdph_prof_enter", "xdph_prof_exit"):
+            links.append(obj.program(name).attach_trace())
+        return True, "fentry/fexit attach to a dispatcher slot"
+    except Exception as e:  # noqa: BLE001 - a probe reports
+        msg = getattr(e, "message", None) or str(e) or type(e).__name__
+        return False, f"fentry/fexit on BPF programs refused: {msg}"
+    finally:
+        for link in links:
+            link.destroy()
+        if obj is not None:
+            obj.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def capabilities(cache_dir: Path, data_dir: Path | None = None) -> dict[str, tuple[bool, str]]:
+    """Every capability xdphooks or the corpus depends on, probed on the running kernel:
+    name -> (works, one sentence). Needs root. Never raises."""
+    data = Path(data_dir) if data_dir else _data_dir()
+    probes = {
+        "btf": lambda: ((True, "/sys/kernel/btf/vmlinux present")
+                        if Path("/sys/kernel/btf/vmlinux").exists()
+                        else (False, "no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF)")),
+        "freplace": lambda: probe_freplace(cache_dir, data),
+        "fentry_on_bpf": lambda: _fentry_on_bpf(data),
+        "frags": frags,
+        "adjust_meta": _adjust_meta,
+        "xdp_get_buff_len": lambda: _helper(HELPER_XDP_GET_BUFF_LEN, "bpf_xdp_get_buff_len"),
+        "corpus_kfuncs": _kfuncs,
+    }
+    out = {}
+    for name, fn in probes.items():
+        try:
+            out[name] = fn()
+        except Exception as e:  # noqa: BLE001 - a probe reports, it never raises
+            out[name] = (False, f"probe failed: {e}")
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def has_frags() -> bool:
+    """Multi-buffer XDP (Linux 5.18): probed once per process."""
+    return frags()[0]
