@@ -512,3 +512,64 @@ def test_hostile_file(name, xh, veth, bpf_obj):
     assert attached_id(veth.ns_a, veth.dev_a) == pid
     assert state_records(xh)[key(c)][:3] == records[key(c)][:3]
     assert len(CASES) >= 25
+
+
+# --- the validation is generic over the records' fields (no kernel needed) -----------------
+
+
+def _sound_state() -> dict:
+    from dataclasses import asdict
+
+    from xdphooks import state as st
+
+    prog = st.ProgramRecord(name="counter", plugin="good", priority=50, policy={}, object="/o.o",
+                            program=None, digest="d", prog_id=7, slot=0)
+    key = "ns1@veth0"
+    rec = st.InterfaceRecord(netns="ns1", name="veth0", ifindex=3, mode="static", prog_id=7,
+                             fingerprint="0123456789abcdef", generation=1,
+                             pin_dir=f"/sys/fs/bpf/xdphooks/if/{key}/g1-0123456789abcdef",
+                             xdp_mode="native", programs=[prog],
+                             pins={f"if/{key}/g1-0123456789abcdef/root": 7})
+    return asdict(st.State(generation=1, interfaces={key: rec}))
+
+
+def _wrong(tp) -> Any:
+    """A JSON value that is not of annotation ``tp``."""
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        return ["a", "list"]
+    if origin is list:
+        return {"a": "table"}
+    return {str: 5, int: "5", float: "five", bool: "yes"}.get(tp, {"x": 1})
+
+
+@pytest.mark.parametrize("cls_name", ["InterfaceRecord", "ProgramRecord"])
+def test_every_record_field_is_type_checked(tmp_path, cls_name):
+    """Each field of the records, today's and any added later, rejects a value of the
+    wrong type: the record is dropped with one warning naming the file and the field."""
+    import dataclasses
+    import typing
+
+    from xdphooks import state as st
+
+    cls = getattr(st, cls_name)
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(_sound_state()))
+    assert st.load(path)[1] == ""  # the sound one is sound
+    hints = typing.get_type_hints(cls)
+    checked = 0
+    for f in dataclasses.fields(cls):
+        if hints[f.name] is Any:
+            continue
+        data = _sound_state()
+        rec = data["interfaces"]["ns1@veth0"]
+        (rec if cls_name == "InterfaceRecord" else rec["programs"][0])[f.name] = \
+            _wrong(hints[f.name])
+        path.write_text(json.dumps(data))
+        loaded, warn = st.load(path)
+        assert loaded.interfaces == {}, f.name
+        assert str(path) in warn and f.name in warn and " fix: " in warn, (f.name, warn)
+        checked += 1
+    assert checked == len(dataclasses.fields(cls))
