@@ -285,7 +285,7 @@ def test_renamed_after_attach_first_attach_is_undone(xh, veth, bpf_obj, tmp_path
     assert proc.returncode == 1, out
     errs = [ln for ln in proc.stderr.splitlines() if ln.startswith("xdphooks: error:")]
     assert len(errs) == 1 and f"renamed to {new}" in errs[0] \
-        and "the swap was undone" in errs[0], out
+        and "the swap was undone: nothing of it stays attached" in errs[0], out
     # nothing unrecorded runs: the kernel and the state agree on "nothing"
     assert xdp_id(veth.ns_a, new) == 0
     assert state(xh)["interfaces"] == {} and pinned_keys(xh) == []
@@ -306,7 +306,8 @@ def test_renamed_during_replace_keeps_old_chain_recorded_then_detached(xh, veth,
     out = show(proc)
     assert proc.returncode == 1, out
     errs = [ln for ln in proc.stderr.splitlines() if ln.startswith("xdphooks: error:")]
-    assert len(errs) == 1 and "the swap was undone" in errs[0], out
+    assert len(errs) == 1 and "the swap was undone: the chain that ran there before runs " \
+        "again" in errs[0], out
     # the old chain runs on the renamed device, and the state still records it there
     assert xdp_id(veth.ns_a, new) == old_prog
     rec = state(xh)["interfaces"][key]

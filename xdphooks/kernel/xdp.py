@@ -64,9 +64,8 @@ class InterfaceRenamed(XdphooksError):
     """The ifindex resolved for ``iface`` carries another name now (udev renamed it,
     or the name went to a new device) — found before or right after the swap."""
 
-    def __init__(self, iface: InterfaceRef, now: str, undone: bool) -> None:
-        what = ("the swap was undone: what ran there before runs again and stays recorded"
-                if undone else "nothing was attached")
+    def __init__(self, iface: InterfaceRef, now: str, undone: str = "") -> None:
+        what = f"the swap was undone: {undone}" if undone else "nothing was attached"
         super().__init__(f"interface {iface} was renamed to {now or '(gone)'} while its "
                          f"new chain was being built; {what}",
                          fix="none needed; the next reconcile attaches the chain its "
@@ -101,7 +100,7 @@ def swap(iface: InterfaceRef, index: int, prog_fd: int, xdp_mode: str) -> None:
                 if not now:
                     raise InterfaceGone(iface, "while its new chain was being built; "
                                         "nothing was attached")
-                raise InterfaceRenamed(iface, now, undone=False)
+                raise InterfaceRenamed(iface, now)
             running = libbpf.xdp_query_id(index)
             old_fd = libbpf.prog_fd_by_id(running) if running else -1
             try:
@@ -140,7 +139,8 @@ def _undo(iface: InterfaceRef, index: int, prog_fd: int, old_fd: int, mode: int,
             f"on {now} unrecorded",
             fix=f"check 'ip link show {now}'; 'ip link set dev {now} xdp off' removes it") \
             from None
-    raise InterfaceRenamed(iface, now, undone=True)
+    raise InterfaceRenamed(iface, now, "the chain that ran there before runs again, still "
+                           "recorded" if old_fd >= 0 else "nothing of it stays attached")
 
 
 def locate(iface: InterfaceRef, recorded_index: int) -> tuple[int, int]:
