@@ -473,3 +473,55 @@ def test_event_log_fields_escaped_on_a_real_journal_socket(tmp_path, monkeypatch
     record = json.loads(line)
     assert all(not any(c in s for c in RAW + ("\n",)) for s in strings(record)), record
     assert "boom\\n" in record["message"]
+
+
+# --- the one rule, on its own ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw,shown", [
+    ("a\nb", "a\\nb"), ("\r", "\\r"), ("\x1b[2J", "\\x1b[2J"), ("\x9b31m", "\\x9b31m"),
+    ("\u202eevil", "\\u202eevil"), ("zero\u200bwidth", "zero\\u200bwidth"),
+    ("line\u2028sep", "line\\u2028sep"), ("bell\x07", "bell\\x07"), ("nul\x00", "nul\\x00"),
+    ("plain — fix: ok é☃", "plain — fix: ok é☃"),
+])
+def test_one_line_escapes(raw, shown):
+    from xdphooks.text import is_one_line, one_line
+
+    assert one_line(raw) == shown and is_one_line(one_line(raw))
+    assert one_line(one_line(raw)) == one_line(raw)
+
+
+def test_one_line_cap_never_splits_an_escape():
+    from xdphooks.text import ELLIPSIS, one_line
+
+    for n in range(1, 40):
+        out = one_line("\x1b" * 50, limit=n)
+        assert len(out) <= n and out.endswith(ELLIPSIS)
+        assert out[:-1] == "\\x1b" * ((n - 1) // 4)
+
+
+def test_one_line_survives_a_hostile_str():
+    from xdphooks.text import one_line
+
+    class Evil:
+        def __str__(self):
+            raise RuntimeError("no")
+
+    assert one_line(Evil()) == "<unprintable Evil: RuntimeError>"
+
+
+@pytest.mark.parametrize("ns,name", [("", "eth0"), ("blue", "veth0"), ("x@y", "v"),
+                                     ("-", "a"), ("p%20 q\n", "e"), ("a.b", "eth0.100"),
+                                     ("é☃", "x"), ("H" * 250, "veth0")])
+def test_interface_keys_round_trip(ns, name):
+    from xdphooks.model import InterfaceRef
+    from xdphooks.paths import valid_iface_key
+
+    ref = InterfaceRef(ns, name)
+    key = ref.key
+    assert "/" not in key and "." not in key and len(key.encode()) <= 255
+    assert key.count("@") == 1 and valid_iface_key(key)
+    assert InterfaceRef.from_key(key, [ns]) == ref
+    # the readable keys of before stay as they were
+    if (ns, name) in (("", "eth0"), ("blue", "veth0")):
+        assert key == f"{ns or '-'}@{name}"
