@@ -160,6 +160,19 @@ def forks_a_grandchild(e):
 
 
 @case
+def forks_and_both_return(e):
+    """A fork whose child returns from the hook too: only the host answers (the child,
+    back in the host's loop, exits without a word), the answer is the host's own."""
+    return Case(programs_hook("""
+        pid = os.fork()
+        if pid == 0:
+            note_pid()
+        raise RuntimeError("forked in " + ("child" if pid == 0 else "host"))
+    """), check=lambda e, p: (_said(p, "raised RuntimeError: forked in host"),
+                              _true("forked in child" not in p.stderr, "child's answer")))
+
+
+@case
 def sleeps_at_import(e):
     return Case("time.sleep(3600)\n",
                 check=lambda e, p: _said(p, "import did not return within 2 s (killed)"))
@@ -268,17 +281,17 @@ def _few_fds(e: Env, p: subprocess.CompletedProcess) -> None:
 def _mask_dir_nobody(e: Env) -> None:
     d = e.xh.admin_plugin_dir
     d.mkdir(parents=True, exist_ok=True)
-    os.chown(d, NOBODY, NOBODY)
+    os.chown(d, NOBODY, NOBODY)  # nobody could have planted the link (root's, by lchown)
     os.symlink("/dev/null", d / "good.py")
-    os.lchown(d / "good.py", NOBODY, NOBODY)
 
 
 @case
-def mask_planted_by_nobody(e):
-    """A /dev/null link owned by nobody in a directory nobody owns does not switch the
-    good plugin (a firewall, say) off: refused, one line, the chain stays."""
+def mask_in_a_directory_nobody_owns(e):
+    """A /dev/null link in a directory nobody owns does not switch the good plugin (a
+    firewall, say) off: refused, one line, the chain stays."""
     return Case("", who="plugin 'good'", rc=0, setup=_mask_dir_nobody,
-                check=lambda e, p: _said(p, "mask", who="plugin 'good'"))
+                check=lambda e, p: _said(p, "is owned by uid 65534 with mode",
+                                         who="plugin 'good'"))
 
 
 def _mask_link_nobody(e: Env) -> None:

@@ -133,6 +133,7 @@ class Host:
         self.pid = 0
         self.pidfd = -1
         self.dead: str = ""
+        self.sent = 0  # requests numbered: a reply must carry its request's number
         try:
             if fresh:
                 self._spawn(child, out_w)
@@ -185,7 +186,8 @@ class Host:
         self._drain()
         self.output.clear()  # what is kept is this request's: the plugin's own output
         deadline = time.monotonic() + timeout
-        data = json.dumps(msg).encode()
+        self.sent += 1
+        data = json.dumps(dict(msg, n=self.sent)).encode()
         frame = _HEADER.pack(len(data)) + data
         try:
             self._send(frame, list(fds), deadline, timeout)
@@ -193,8 +195,8 @@ class Host:
         except HostDied as e:
             self.kill(str(e))
             raise
-        if not isinstance(reply, dict):
-            self.kill("sent a reply that is not an object (killed)")
+        if not isinstance(reply, dict) or reply.get("n") != self.sent:
+            self.kill("sent a reply that is not the answer to its request (killed)")
             raise HostDied(self.dead)
         return reply
 
@@ -208,7 +210,7 @@ class Host:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise HostDied(f"did not return within {timeout:g} s (killed)")
-            ready = dict(p.poll(left * 1000))
+            ready = dict(p.poll(min(left * 1000, 2**31 - 1)))
             if self.out_r in ready:
                 self._drain()
             if self.sock.fileno() in ready:
@@ -369,16 +371,22 @@ class _Server:
         self.pm.add_hookspecs(hookspecs)
 
     def loop(self) -> None:
+        me = os.getpid()
         while True:
             msg, fds = self._read()
             try:
                 reply = self.handle(msg, fds)
+            except Exception as e:  # noqa: BLE001 - a request the host cannot serve
+                reply = {"error": f"could not be called: {_line(e)}"}
             finally:
                 for fd in fds:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
+            if os.getpid() != me:  # a plugin forked and its child returned here: not ours
+                os._exit(0)
+            reply["n"] = msg.get("n")
             try:
                 data = json.dumps(reply).encode()
             except (TypeError, ValueError) as e:

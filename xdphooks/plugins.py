@@ -395,7 +395,8 @@ def _untrusted_mask(path: Path, name: str) -> Failure | None:
         return Failure(name, f"mask {path} cannot be checked ({e.strerror}); the plugin is "
                        "not masked", f"remove {path}", breaks=False)
     except XdphooksError as e:
-        return Failure(name, f"mask {path} refused, the plugin is not masked: {e.message}",
+        return Failure(name, f"mask {path} refused, the plugin is not masked: "
+                       f"{e.message.removeprefix('mask: ')}",
                        e.fix or f"remove {path}", breaks=False)
     return None
 
