@@ -143,7 +143,7 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
                     rates[(i["netns"], i["name"], p["name"])] = p["packets"]
     head = (f"{'INTERFACE':<22} {'MODE':<9} {'PRIO':>4}  {'PROGRAM':<16} {'ID':>6}  "
             f"{'POLICY':<16} {'PACKETS':>9} {'RATE/s':>8}  {'DROP':>5} {'PASS':>5} {'TX':>4} "
-            f"{'REDIR':>5}  PACKAGE")
+            f"{'REDIR':>5} {'ABRT':>5} {'OTHER':>5}  PACKAGE")
     lines.append(head)
     if not data["interfaces"]:
         lines.append("(no chains attached)")
@@ -167,7 +167,8 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
             lines.append(f"{'':<22} {link:<9} {p['priority']:>4}  {p['name']:<16} "
                          f"{p['prog_id']:>6}  {_fmt_policy(p['policy']):<16} "
                          f"{pk if pk is not None else '-':>9} {rate:>8}  {share('drop'):>5} "
-                         f"{share('pass'):>5} {share('tx'):>4} {share('redirect'):>5}  {pkg}")
+                         f"{share('pass'):>5} {share('tx'):>4} {share('redirect'):>5} "
+                         f"{share('aborted'):>5} {share('unknown'):>5}  {pkg}")
     called = [(i, p) for i in data["interfaces"] for p in i["programs"] if p.get("link_reason")]
     if called:
         lines.append("")
