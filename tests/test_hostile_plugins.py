@@ -465,3 +465,22 @@ def test_what_crosses_the_channel_is_rebuilt_exactly():
     with pytest.raises(ValueError):  # XdpProgram's own checks run on what comes back
         H.decode({"__t": "XdpProgram", "f": {"name": "BAD NAME", "object": "x.o"}},
                  frozenset({"XdpProgram"}))
+
+
+def test_a_host_starts_when_the_coordinator_has_no_stdio():
+    """Package hooks may run xdphooks with stdin/stdout closed: the channel must not
+    land on fd 0-2, which the host gives to /dev/null and its output pipe."""
+    code = textwrap.dedent("""
+        import os, sys
+        os.close(0); os.close(1)
+        from xdphooks import pluginhost
+        for fresh in (False, True):
+            h = pluginhost.Host(fresh=fresh)
+            r = h.request({"op": "order", "hook": "xdphooks_programs"}, 10)
+            h.kill()
+            assert r.get("ok") == [], r
+        sys.stderr.write("both answered")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stderr.endswith("both answered"), p.stderr

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import fcntl
 import json
 import os
 import select
@@ -125,6 +126,10 @@ class Host:
 
     def __init__(self, fresh: bool) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if child.fileno() < 3:  # stdio closed (a package hook): 0-2 become the host's stdio
+            low = child.detach()
+            child = socket.socket(fileno=fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, 3))
+            os.close(low)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         self.sock = parent
         self.out_r = out_r
