@@ -484,3 +484,35 @@ def test_a_host_starts_when_the_coordinator_has_no_stdio():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0 and p.stderr.endswith("both answered"), p.stderr
+
+
+def test_a_thread_left_running_is_blamed_on_the_plugin_that_started_it(tmp_path):
+    """A plugin's import starts a thread that, between calls, holds the GIL in a C loop:
+    the next call cannot even be taken by the host. That is not the called plugin's
+    fault: the plugin whose thread it is is named and left out, the call is made again
+    in a fresh host and answered."""
+    from xdphooks.paths import Paths
+    from xdphooks.plugins import discover
+
+    os.chmod(tmp_path, 0o755)
+    paths = Paths(root=tmp_path, bpffs=tmp_path / "bpffs")
+    paths.plugin_dir.mkdir(parents=True)
+    for name, body in {
+        "a_spinner": "import re, threading, time\n"
+                     "def spin():\n    time.sleep(0.3)\n    re.match(r'(x+x+)+y', 'x' * 64)\n"
+                     "threading.Thread(target=spin, daemon=True).start()\n",
+        "b_good": "from xdphooks import XdpProgram, hookimpl\n@hookimpl\n"
+                  "def xdphooks_programs():\n    return [XdpProgram(name='b', object='b.o')]\n",
+    }.items():
+        p = paths.plugin_dir / f"{name}.py"
+        p.write_text(body)
+        os.chmod(p, 0o644)
+    plugins = discover(paths, entry_points=False, timeout=1.5)
+    time.sleep(0.6)  # the spinner holds the host now
+    found, broken = plugins.programs()
+    assert [(plug, p.name) for plug, p in found] == [("b_good", "b")]
+    assert [(f.plugin, f.reason) for f in plugins.failures] == [
+        ("a_spinner", "left a thread running that stalled the plugin host between calls "
+                      "(asked for xdphooks_programs()) (killed)")]
+    assert broken == {"a_spinner"}
+    plugins.close()

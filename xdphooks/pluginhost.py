@@ -43,16 +43,23 @@ from typing import Any, Mapping
 
 #: the most a plugin host may send in one reply (a chain's declarations are kilobytes)
 MAX_REPLY = 16 * 1024 * 1024
+#: how long a host may take to start (a fresh interpreter, on a busy machine)
+STARTUP_TIMEOUT = 30.0
 #: how much of the host's stdout/stderr is kept, for the line naming a dead plugin
 OUTPUT_KEEP = 4096
 _HEADER = struct.Struct("!I")
 _MAX_FDS = 253  # SCM_MAX_FD
 _CHUNK = 1 << 16
+_ACKED = ("load", "call")  # the requests that run plugin code
 _BROKEN = 70  # the host's exit status when its channel failed under it (EX_SOFTWARE)
 
 
 class HostDied(Exception):
     """The host was killed or died during a request; ``str()`` is the reason, one clause."""
+
+    #: the host never said it took the request: no plugin code of this request ran, the
+    #: host was stalled before (by a thread some plugin left running, say)
+    stalled = False
 
 
 # --- data across the channel ------------------------------------------------------------
@@ -139,6 +146,8 @@ class Host:
         self.pidfd = -1
         self.dead: str = ""
         self.sent = 0  # requests numbered: a reply must carry its request's number
+        #: plugins with a thread of theirs still running, as the last reply said
+        self.threaded: frozenset[str] = frozenset()
         try:
             if fresh:
                 self._spawn(child, out_w)
@@ -150,6 +159,17 @@ class Host:
             os.close(out_w)
         os.set_blocking(out_r, False)
         parent.setblocking(False)
+        # up and answering before any plugin's time starts: a fresh interpreter on a
+        # loaded machine may take a while, and that is no plugin's fault
+        self.request({"op": "order", "hook": "xdphooks_programs"}, STARTUP_TIMEOUT)
+
+    @classmethod
+    def failed(cls, reason: str) -> "Host":
+        """A host that did not start: every request raises :class:`HostDied`."""
+        host = cls.__new__(cls)
+        host.dead, host.pid, host.proc, host.threaded = reason, 0, None, frozenset()
+        host.output, host.out_r, host.pidfd, host.sock = bytearray(), -1, -1, None
+        return host
 
     def _fork(self, child: socket.socket, out_w: int) -> None:
         keep = child.fileno()
@@ -194,15 +214,25 @@ class Host:
         self.sent += 1
         data = json.dumps(dict(msg, n=self.sent)).encode()
         frame = _HEADER.pack(len(data)) + data
+        # requests that run plugin code are acknowledged first, before any of it runs
+        acked = msg.get("op") not in _ACKED
         try:
             self._send(frame, list(fds), deadline, timeout)
+            if not acked:
+                ack = self._receive(deadline, timeout)
+                if not isinstance(ack, dict) or ack.get("ack") != self.sent:
+                    raise HostDied("sent a reply that is not the answer to its request (killed)")
+                acked = True
             reply = self._receive(deadline, timeout)
+            if not isinstance(reply, dict) or reply.get("n") != self.sent:
+                raise HostDied("sent a reply that is not the answer to its request (killed)")
         except HostDied as e:
+            e.stalled = not acked
             self.kill(str(e))
             raise
-        if not isinstance(reply, dict) or reply.get("n") != self.sent:
-            self.kill("sent a reply that is not the answer to its request (killed)")
-            raise HostDied(self.dead)
+        threads = reply.get("threads")
+        self.threaded = frozenset(t for t in threads if isinstance(t, str)) \
+            if isinstance(threads, list) else frozenset()
         return reply
 
     def _wait(self, events: int, deadline: float, timeout: float) -> None:
@@ -330,7 +360,7 @@ class Host:
         if self.pid:
             self._reap(wait=True)
         self._drain()
-        for close in (self.sock.close, lambda: os.close(self.out_r),
+        for close in (lambda: self.sock and self.sock.close(), lambda: os.close(self.out_r),
                       lambda: os.close(self.pidfd) if self.pidfd >= 0 else None):
             try:
                 close()
@@ -349,6 +379,12 @@ def _line(e: BaseException) -> str:
     except BaseException:  # noqa: BLE001
         text = "(its message cannot be shown)"
     return f"raised {type(e).__name__}: {text}"
+
+
+def _thread_ids() -> set[int]:
+    import threading
+
+    return {t.ident for t in threading.enumerate()}
 
 
 def bad_programs(result: Any) -> str:
@@ -373,12 +409,16 @@ class _Server:
 
         self.sock = socket.socket(fileno=fd)
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.threads: dict[str, set[int]] = {}
         self.pm.add_hookspecs(hookspecs)
 
     def loop(self) -> None:
         me = os.getpid()
         while True:
             msg, fds = self._read()
+            if msg.get("op") in _ACKED:
+                self._send({"ack": msg.get("n")})
+            before = _thread_ids()
             try:
                 reply = self.handle(msg, fds)
             except Exception as e:  # noqa: BLE001 - a request the host cannot serve
@@ -391,12 +431,21 @@ class _Server:
                         pass
             if os.getpid() != me:  # a plugin forked and its child returned here: not ours
                 os._exit(0)
+            # threads a plugin's code started are its: a stall between calls is theirs
+            plugin = msg.get("name") or msg.get("plugin")
+            if plugin and (new := _thread_ids() - before):
+                self.threads.setdefault(plugin, set()).update(new)
+            alive = _thread_ids()
+            reply["threads"] = sorted(p for p, ids in self.threads.items() if ids & alive)
             reply["n"] = msg.get("n")
             try:
-                data = json.dumps(reply).encode()
+                self._send(reply)
             except (TypeError, ValueError) as e:
-                data = json.dumps({"bad": f"its result is not plain data ({e})"}).encode()
-            self.sock.sendall(_HEADER.pack(len(data)) + data)
+                self._send({"bad": f"its result is not plain data ({e})", "n": msg.get("n")})
+
+    def _send(self, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.sock.sendall(_HEADER.pack(len(data)) + data)
 
     def _read(self) -> tuple[dict, list[int]]:
         buf, fds, need = bytearray(), [], _HEADER.size

@@ -161,16 +161,18 @@ class Plugins:
         mine = [n for n, (_, hooks) in self._loaded.items() if hook in hooks]
         if not mine:
             return []
+        host = self._host()
         try:
-            reply = self._host().request({"op": "order", "hook": hook}, self.timeout)
-        except pluginhost.HostDied:  # nothing of a plugin ran: take the load order
+            reply = host.request({"op": "order", "hook": hook}, self.timeout)
+        except pluginhost.HostDied:  # no plugin code was called: take the load order
+            self._blame_threads(host, "", f"between calls (asked for {hook}())")
             self._slot.drop()
-            return mine
+            return [n for n in mine if n in self._loaded]
         said = reply.get("ok") if isinstance(reply.get("ok"), list) else []
         return [n for n in said if n in mine] + [n for n in mine if n not in said]
 
     def _call(self, plugin: str, hook: str, kwargs: dict, fds: list[int] = (),
-              slots: dict | None = None) -> tuple[bool, Any]:
+              slots: dict | None = None, again: bool = False) -> tuple[bool, Any]:
         msg = {"op": "call", "plugin": plugin, "hook": hook,
                "args": pluginhost.encode(kwargs), "fds": slots or {}}
         host = self._host()
@@ -179,6 +181,9 @@ class Plugins:
         try:
             reply = host.request(msg, self.timeout, fds)
         except pluginhost.HostDied as e:
+            if e.stalled and not again and self._blame_threads(
+                    host, plugin, f"before {hook}() of plugin {plugin!r} could run"):
+                return self._call(plugin, hook, kwargs, fds, slots, again=True)
             self._died(plugin, f"{hook}() {e}", host)
             return False, None
         if "error" in reply:
@@ -190,6 +195,18 @@ class Plugins:
             return True, pluginhost.decode(reply.get("ok"), _RESULT_TYPES)
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
             return True, _Bad(f"{type(e).__name__}: {one_line(e)}")
+
+    def _blame_threads(self, host: pluginhost.Host, plugin: str, when: str) -> bool:
+        """The host stalled before ``plugin``'s code ran: the plugins with a thread still
+        running are to blame, not it. True if there were any (they are left out)."""
+        guilty = sorted(t for t in host.threaded - {plugin} if t in self._loaded)
+        for name in guilty:
+            self._fail(name, f"left a thread running that stalled the plugin host {when} "
+                       "(killed)", _fix_for(name))
+            self._loaded.pop(name, None)
+        if guilty:
+            self._slot.drop()
+        return bool(guilty)
 
     def _died(self, plugin: str, reason: str, host: pluginhost.Host) -> None:
         said = host.last_output()
@@ -204,7 +221,14 @@ class Plugins:
         while self._slot.host is None:
             again = list(self._loaded.items())
             self._loaded.clear()
-            self._slot.host = pluginhost.Host(fresh=self._slot.started)
+            try:
+                self._slot.host = pluginhost.Host(fresh=self._slot.started)
+            except pluginhost.HostDied as e:  # no plugin code ran: nothing works
+                self._slot.host = pluginhost.Host.failed(f"the plugin host did not start: {e}")
+                for name, _ in again:
+                    self._fail(name, f"cannot be loaded again: the plugin host did not start "
+                               f"({e})", "see the plugin host's error above; report it")
+                again = []
             self._slot.started = True
             for name, (request, _) in again:  # one that kills this host too is left out
                 self._load(name, request, again=True)
@@ -216,6 +240,9 @@ class Plugins:
         try:
             reply = host.request(request, self.timeout)
         except pluginhost.HostDied as e:
+            if e.stalled and not again and self._blame_threads(
+                    host, name, f"before plugin {name!r} could be loaded"):
+                return self._load(name, request, again=True)
             said = host.last_output()
             tail = f"; its last output: {one_line(said, 160)}" if said else ""
             self._slot.drop()
