@@ -279,6 +279,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--python-src", type=Path, default=REPO / "xdphooks",
                     help="the xdphooks Python package to ship (default: the working tree's)")
     ap.add_argument("--force", action="store_true", help="ignore the cache")
+    ap.add_argument("--repo", type=Path, metavar="DIR",
+                    help="also publish signed apt and dnf repositories in DIR "
+                    "(packaging/publish_repos.py; needs --sign-key)")
+    ap.add_argument("--sign-key", metavar="KEYID", help="gpg key signing --repo")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2)
     return ap.parse_args(argv)
 
@@ -290,7 +294,15 @@ def build(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build_locked(args, out)
+        manifest = _build_locked(args, out)
+        if args.repo:  # under the lock: another build into OUT would wipe what we publish
+            import publish_repos  # next to this file
+
+            if not args.sign_key:
+                raise RuntimeError("--repo needs --sign-key KEYID (a gpg key in GNUPGHOME)")
+            publish_repos.publish(out, args.repo.resolve(), args.sign_key,
+                                  tuple(f for f in args.formats.split(",") if f))
+        return manifest
 
 
 def _build_locked(args: argparse.Namespace, out: Path) -> dict:
@@ -307,7 +319,8 @@ def _build_locked(args: argparse.Namespace, out: Path) -> dict:
     inputs = [pysrc, REPO / "bpf", REPO / "packaging", REPO / "rpm", REPO / "deb",
               REPO / "man", REPO / "completions"]
     inputs += [p.src for p in plugins]
-    digest = tree_digest(inputs, json.dumps([sorted(vars(args).items(), key=str),
+    built_by = {k: v for k, v in vars(args).items() if k not in ("repo", "sign_key")}
+    digest = tree_digest(inputs, json.dumps([sorted(built_by.items(), key=str),
                                              [str(p.src) for p in plugins]], default=str))
     stamp = out / ".inputs"
     manifest_file = out / "manifest.json"

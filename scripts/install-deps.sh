@@ -9,6 +9,8 @@ APT_PACKAGES=(
   clang llvm libbpf-dev bpftool xdp-tools iproute2 iputils-ping util-linux procps kmod
   # package managers exercised for real by the tests and the demo
   rpm rpm2cpio cpio dnf python3-rpm python3-dnf dpkg-dev debhelper dh-python fakeroot
+  # signed apt and dnf repositories built from packaging/build-all.sh (tests/test_repos.py)
+  apt-utils createrepo-c gnupg
   # the installed framework runs on Debian's python3 with these
   python3 python3-pluggy python3-filelock python3-pyroute2
   # real-kernel VM for the freplace backend (this host's kernel refuses freplace)
