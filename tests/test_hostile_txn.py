@@ -192,6 +192,21 @@ def test_sigint_after_swap_single_interface(xh, veth, bpf_obj, mode):
 
 
 @host_only
+def test_error_after_the_swap_never_unpins_the_running_chain(xh, veth, bpf_obj):
+    """An unexpected exception right after the swap (``after-swap:RAISE``): the clean-up
+    used to unpin the generation the kernel now ran. It checks what is attached first:
+    the new chain stays pinned and is recorded, with one warning line."""
+    old = setup(xh, bpf_obj, "static", veth)
+    install(xh, "second", 20, veth)
+    proc = run(xh, "reconcile", point="after-swap:RAISE")
+    assert proc.returncode == 0, proc.stderr
+    one_line(proc, "InjectedFault after the swap", "the new chain runs and is recorded")
+    assert attached_id(veth) != old[veth.iface]
+    assert_true_to_kernel(xh, veth, names={veth.iface: ["first", "second"]})
+    assert xh.run("reconcile").stdout.strip() == "nothing to do"
+
+
+@host_only
 def test_external_kill_int_of_a_running_reconcile(xh, veth, veth2, bpf_obj):
     """A real ``kill -INT`` from another process while the run is between the swap and
     the state write (frozen there by ``after-swap:STOP``)."""

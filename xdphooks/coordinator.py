@@ -585,6 +585,7 @@ def _apply(sess: Session, change: Change, opts: Options,
     ctx.pin_warnings, ctx.reset_maps = pinowner.claim(sess.paths, chain.entries)
     built = None
     sent = False  # the swap was asked of the kernel: from here on, check before unpinning
+    late = ""  # an error after the kernel took the new chain
     try:
         with guard.interruptible():
             built = backend.build(ctx)
@@ -608,6 +609,8 @@ def _apply(sess: Session, change: Change, opts: Options,
         if not isinstance(e, Exception):
             raise  # its pins stay: the next run records the running chain (_adopt_running)
         # An error after the kernel took the new chain: it runs, so it is recorded below.
+        late = (f"{iface}: {type(e).__name__} after the swap ({e}); the new chain runs "
+                "and is recorded — fix: none needed; report it if it recurs")
     finally:
         if built is not None:
             built.close()
@@ -635,7 +638,7 @@ def _apply(sess: Session, change: Change, opts: Options,
     # one left pinned would only be garbage for the next run.
     _drop_old_generations(sess.paths.iface_pin_dir(iface.key), keep=gen_dir)
     sess.plugins.notify("xdphooks_chain_attached", interface=iface, chain=chain, maps=built.maps)
-    warnings = [f"{iface}: {w}" for w in built.warnings]
+    warnings = [f"{iface}: {w}" for w in built.warnings] + ([late] if late else [])
     if unrecorded:
         raise Unrecorded(unrecorded, warnings)
     return warnings

@@ -4,7 +4,8 @@
 point, so the tests can prove that a crash anywhere leaves the old or the new
 chain attached and that the next run converges. ``<point>:<SIGNAL>`` sends that signal instead (``after-swap:INT``,
 ``after-pin:TERM``, ``before-state-write:HUP``; ``:STOP`` freezes the run there so a
-test can change the world, e.g. fill the disk, and ``SIGCONT`` it): the hostile-
+test can change the world, e.g. fill the disk, and ``SIGCONT`` it; ``:RAISE``
+raises an exception there): the hostile-
 transaction tests (tests/test_hostile_txn.py) deliver signals at exact steps with
 it. Unset, it costs one comparison per point. It is no privilege boundary: whoever sets a root process's
 environment can already kill it (sudo and package managers do not pass it on).
@@ -23,7 +24,13 @@ POINTS = ("after-load", "after-pin", "after-swap", "before-state-write",
 _AT, _, _SIG = os.environ.get("XDPHOOKS_CRASH_AT", "").partition(":")
 
 
+class InjectedFault(RuntimeError):
+    """``<point>:RAISE``: an unexpected error at that point (a bug's stand-in)."""
+
+
 def crashpoint(name: str) -> None:
+    if _AT == name and _SIG == "RAISE":
+        raise InjectedFault(f"fault injected at {name}")
     if _AT == name:
         os.kill(os.getpid(), getattr(signal, f"SIG{_SIG}") if _SIG else signal.SIGKILL)
 

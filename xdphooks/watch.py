@@ -16,6 +16,7 @@ from .coordinator import Options, reconcile
 from .errors import XdphooksError
 from .kernel.netns import list_netns, netns
 from .paths import Paths
+from .signals import Interrupted
 
 RTM_NEWLINK = 16
 
@@ -64,12 +65,21 @@ def run(paths: Paths, rescan: float = 2.0, stop_after: float | None = None,
                 known.add(key)
                 name = msg.get_attr("IFLA_IFNAME")
                 iface = f"{ns}/{name}" if ns else name
+                res = None
                 try:
                     res = reconcile(paths, Options(trigger="hotplug", interfaces=(iface,)))
                     for c in res.applied:
                         print(f"hotplug: {c.action} {c.interface}", file=out, flush=True)
+                except Interrupted as e:  # reconcile caught the signal meant for us: stop
+                    print(f"hotplug: {iface}: {e.line()}", file=out, flush=True)
+                    t_end = 0.0
+                    break
                 except XdphooksError as e:
                     print(f"hotplug: {iface}: {e.line()}", file=out, flush=True)
+                if res is not None and res.interrupted:  # (systemctl stop during a change: it finished first)
+                    print(f"hotplug: {res.interrupted}", file=out, flush=True)
+                    t_end = 0.0
+                    break
     for s in socks.values():
         s.close()
 
