@@ -300,7 +300,7 @@ def test_read_only_state_dir_after_the_swap(xh, veth, bpf_obj):
         # is wanted) but cannot record it: exit 1 and one line.
         ro = run(xh, "reconcile")
         assert ro.returncode == 1 and attached_id(veth) == new, ro.stderr
-        one_line(ro, str(xh.state_file), "(EROFS)", "nothing was changed; this run's result is not")
+        one_line(ro, str(xh.state_file), "(EROFS)", "nothing was changed; only this run's result is not recorded")
     finally:
         sh("umount", str(xh.state_dir))
     assert xh.run("reconcile").returncode == 0

@@ -319,8 +319,8 @@ def reconcile(paths: Paths, opts: Options) -> Result:
     with signals.Deferral() as guard, state_mod.Lock(paths.lock_file):
         _collect_build_dirs(paths)
         sess = gather(paths, opts)
-        with guard.critical():  # from here on a signal waits for the step to finish
-            return _reconcile_locked(sess, opts, guard)
+        guard.hold()  # from here on a signal waits for the step to finish
+        return _reconcile_locked(sess, opts, guard)
 
 
 def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> Result:
@@ -389,7 +389,8 @@ def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> 
             result.errors.append(fsfaults.fault(
                 paths.state_file, e, then=("the changes above are recorded, " if result.applied
                                            else "nothing was changed; ")
-                + "this run's result is not", retry="run 'xdphooks reconcile' again").line())
+                + "only this run's result is not recorded there",
+                retry="run 'xdphooks reconcile' again").line())
     if guard.received is not None:
         result.interrupted = _interrupted_line(sess, result, guard.received)
     said = {(p.plugin, p.message) for p in sess.plan.problems}
@@ -774,25 +775,25 @@ def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[st
         sess = Session(paths, cfg, state, plugins, observed, {}, Plan(()))
         todo = [(i, o) for i, o in observed.items()
                 if not only or str(i) == only or i.name == only]
-        with guard.critical():  # a signal stops before the next interface, not mid-detach
-            _open_change_log(paths)
-            for iface, obs in todo:
-                if guard.received is not None:
-                    break
-                try:
-                    _detach(sess, iface, obs)
-                except Unrecorded as e:  # detached all the same; said once below
-                    faults.append(e)
-                log_event(f"teardown {iface}", trigger=trigger, interface=str(iface),
-                          action="teardown")
-                done.append(str(iface))
-            left = [str(i) for i, _ in todo[len(done):]]
-            if not only and not left and not _foreign_notes(state):  # another namespace's pins stay
-                bpffs.rmtree(paths.pin_root)
+        guard.hold()  # a signal stops before the next interface, not mid-detach
+        _open_change_log(paths)
+        for iface, obs in todo:
+            if guard.received is not None:
+                break
             try:
-                state_mod.save(paths.state_file, state)
-            except OSError as e:
-                faults.append(fsfaults.fault(paths.state_file, e))
+                _detach(sess, iface, obs)
+            except Unrecorded as e:  # detached all the same; said once below
+                faults.append(e)
+            log_event(f"teardown {iface}", trigger=trigger, interface=str(iface),
+                      action="teardown")
+            done.append(str(iface))
+        left = [str(i) for i, _ in todo[len(done):]]
+        if not only and not left and not _foreign_notes(state):  # another namespace's pins stay
+            bpffs.rmtree(paths.pin_root)
+        try:
+            state_mod.save(paths.state_file, state)
+        except OSError as e:
+            faults.append(fsfaults.fault(paths.state_file, e))
     again = f"run 'xdphooks teardown {only or '--all'}' again"
     if guard.received is not None and left:
         raise signals.Interrupted(

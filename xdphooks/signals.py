@@ -56,6 +56,7 @@ class Deferral:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._depth = 0
         for sig, old in self._old.items():
             signal.signal(sig, old)  # type: ignore[arg-type]
         self._old.clear()
@@ -65,6 +66,11 @@ class Deferral:
             self.received = signum
         if self._depth == 0:
             raise Interrupted(signum)
+
+    def hold(self) -> None:
+        """Critical from here until the deferral ends (the lock's release included, so
+        a late signal cannot unwind a finished run as if nothing had changed)."""
+        self._depth += 1
 
     @contextmanager
     def critical(self) -> Iterator[None]:
