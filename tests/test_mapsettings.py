@@ -246,6 +246,10 @@ def test_xdp_bench_object_drops_real_traffic(xh, veth, mode):
         f"program='xdp_basic_prog', constants={{'action': 1, 'nr_cpus': {ncpu}}}, "
         f"maps={own_loader_settings(ncpu)!r}"))
     xh.run("reconcile")
+    # ARP is dropped too: a permanent neighbour entry lets every ping reach the program
+    mac = json.loads(veth.exec_a("ip", "-j", "link", "show", "dev", veth.dev_a).stdout)[0]
+    veth.exec_b("ip", "neigh", "replace", veth.ip_a, "lladdr", mac["address"], "dev",
+                veth.dev_b, "nud", "permanent")
     assert veth.exec_b("ping", "-c", "4", "-i", "0.05", "-W", "1", veth.ip_a,
                        check=False).returncode != 0
     with libbpf.fd_closing(libbpf.obj_get(str(xh.bpffs / "xdphooks/maps/bench/rx_cnt"))) as fd:

@@ -160,7 +160,6 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
     what its globals need). ``fresh``: with maps of its own, not the pinned ones (the
     pre-flight's trial copy)."""
     path = ctx.trusted_object(entry)
-    precheck.check(path, entry)  # faults libbpf would report without naming the plugin
     elf = E.read_elf(path)
     # Programs it tail-calls through a declaratively initialised PROG_ARRAY load after
     # it, from the original object (load_tail_targets); the extension itself loads from
@@ -315,6 +314,8 @@ def build(ctx: BuildContext) -> BuiltChain:
     if not entries:
         raise ObjectError("an empty chain has nothing to build")
     disp_path = pick_dispatcher(Path(ctx.data_dir), len(entries))
+    for entry in entries:  # before libbpf opens any: it would refuse some, naming no one
+        precheck.check(ctx.trusted_object(entry), entry)
     single = single_buffer(ctx, entries)
     _preflight(ctx, entries, disp_path, single)
     built = BuiltChain(mode=MODE, prog_fd=-1, slot_prog_ids=[], maps={}, single_buffer=single,
