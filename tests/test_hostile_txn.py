@@ -254,6 +254,26 @@ def test_external_kill_int_before_any_change(xh, veth, bpf_obj):
 
 
 @host_only
+def test_sighup_between_detach_and_state_write(xh, veth, veth2, bpf_obj):
+    """A plugin removed: reconcile detaches its chain from both interfaces. SIGHUP
+    right after the first detach: that detach is recorded, the other interface
+    keeps its chain, recorded and pinned (exit 3)."""
+    old = setup(xh, bpf_obj, "static", veth, veth2)
+    (xh.plugin_dir / "first.py").unlink()
+    proc = run(xh, "reconcile", point="after-detach:HUP")
+    assert proc.returncode == 3, proc.stderr
+    (gone,) = [v for v in (veth, veth2) if not attached_id(v)]
+    (kept,) = [v for v in (veth, veth2) if attached_id(v)]
+    one_line(proc, f"interrupted by SIGHUP after detach {gone.iface}", "no XDP program on",
+             f"not done: detach {kept.iface}")
+    assert attached_id(kept) == old[kept.iface]
+    assert recorded(xh, gone) == (0, []) and not pinned_roots(xh, gone)
+    assert_true_to_kernel(xh, kept, names={kept.iface: ["first"]})
+    xh.run("reconcile")
+    assert not attached_id(kept) and recorded(xh, kept) == (0, [])
+
+
+@host_only
 def test_sigterm_during_teardown(xh, veth, veth2, bpf_obj):
     """``teardown --all`` stopped after its first detach: that one is recorded as gone,
     the other chain still runs, recorded and pinned (exit 3)."""
