@@ -171,7 +171,8 @@ def test_modified_packaged_object_is_refused_and_the_chain_keeps_running(
     assert iface["programs"][0]["verified"]["ok"] is False
     # plan and reconcile --check say the same without changing anything
     assert "not the file package" in xh.run("plan", check=False).stdout
-    assert xh.run("reconcile", "--check", check=False).returncode == 4
+    chk = xh.run("reconcile", "--check", check=False)
+    assert chk.returncode == 4, chk.stdout + chk.stderr
 
     # the admin vouches for a local build
     xh.write_config('mode = "static"\n\n[programs.vfy]\nverify = false\n')
