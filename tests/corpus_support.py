@@ -20,6 +20,8 @@ from typing import Callable
 
 from corpus_packets import VIP_PORT
 from static_helpers import entry, make_ctx, private_bpffs
+from xdphooks.abi import BPF_F_XDP_HAS_FRAGS
+from xdphooks.backends.base import set_frags
 from xdphooks.backends.preflight import DST4
 from xdphooks.errors import XdphooksError
 from xdphooks.kernel import libbpf
@@ -292,6 +294,10 @@ def run_standalone(case: Case, packets: dict[str, bytes]) -> dict[str, Outcome]:
             p.set_autoload(p.name == case.program)
             if p.name == case.program and p.type == BPF_PROG_TYPE_UNSPEC:
                 p.set_type(BPF_PROG_TYPE_XDP)  # legacy section names (xdp_foo, redirect_map_0)
+            if p.name == case.program:
+                # as a chain does: a kernel before 5.18 refuses BPF_F_XDP_HAS_FRAGS outright,
+                # so an xdp.frags program runs single-buffer there, standalone and chained
+                set_frags(p, bool(p.flags & BPF_F_XDP_HAS_FRAGS))
         for m in obj.maps():
             if not m.internal:
                 m.set_pin_path(None)  # LIBBPF_PIN_BY_NAME would pin under /sys/fs/bpf

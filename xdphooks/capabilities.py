@@ -106,7 +106,9 @@ def _kfuncs() -> tuple[bool, str]:
         return False, "no kernel BTF: kfuncs cannot be resolved"
     missing = [k for k in CORPUS_KFUNCS if b"\0" + k.encode() + b"\0" not in btf]
     if missing:
-        return False, "not in the kernel's BTF: " + ", ".join(missing)
+        loaded = Path("/sys/kernel/btf/nf_conntrack").exists() or b"\0nf_conntrack_in\0" in btf
+        return False, "not in the kernel's BTF: " + ", ".join(missing) + (
+            "" if loaded else " (the nf_conntrack module is not loaded: modprobe nf_conntrack)")
     return True, ", ".join(CORPUS_KFUNCS) + " in the kernel's BTF"
 
 

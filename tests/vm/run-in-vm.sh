@@ -129,6 +129,9 @@ write_guest() {  # $1: out dir shared with the guest; $2...: extra pytest args
             echo "[ -e /lib/modules/\$(uname -r)/modules.dep ] || echo 'guest: no modules for this kernel at /lib/modules'"
         fi
         echo 'ip netns add xhvmcheck && ip netns del xhvmcheck || { echo "guest: ip netns does not work"; echo 92 > '"$out"'/rc; exit 92; }'
+        # conntrack's kfuncs (bpf_xdp_ct_lookup, the corpus's synproxy) are in the module's
+        # BTF, there only once it is loaded, as on the host (where the firewall loads it)
+        echo 'modprobe nf_conntrack 2>/dev/null || echo "guest: no nf_conntrack module"'
         echo 'export XDPHOOKS_IN_VM=1 XDPHOOKS_REQUIRE_KERNEL=1 PYTHONDONTWRITEBYTECODE=1'
         echo "export XDPHOOKS_VM_RESULTS=$out PYTHONPATH=$(printf %q "$REPO/tests/vm")\${PYTHONPATH:+:\$PYTHONPATH}"
         echo 'echo "guest: kernel $(uname -r), $(nproc) cpus"'

@@ -21,14 +21,19 @@ from pathlib import Path
 
 COLLECTED = "collected.txt"
 RESULTS = "results.jsonl"
-#: The kernel matrix: the static backend end to end and on the corpus, freplace end to end
-#: and on the corpus, live views -- each in both modes where the kernel allows -- and
-#: tests/vm/test_kernel_caps.py (capabilities; a jumbo-MTU chain that works, or is refused
-#: naming the kernel, in both modes; tests/test_frags.py needs 5.18 and runs in the full
-#: suite). Their tests get the ``matrix`` marker in the VM, so ``-m "vm or matrix"`` selects
-#: them beside the ``vm`` tests (tests/test_vm_harness.py).
-MATRIX_FILES = ("tests/test_e2e_core.py", "tests/test_corpus.py", "tests/test_freplace_e2e.py",
-                "tests/test_live_views.py", "tests/vm/test_kernel_caps.py")
+#: The kernel matrix, run on every VM kernel (node ids, or their prefixes): the static
+#: backend end to end and on the third-party corpus, the freplace backend end to end,
+#: live views, and tests/vm/test_kernel_caps.py (capabilities; a jumbo-MTU chain that
+#: works, or is refused naming the kernel, in both modes). Small on purpose: under
+#: emulation one xdphooks command costs seconds; the full-suite kernel runs everything.
+#: These tests get the ``matrix`` marker in the VM, so ``-m "vm or matrix"`` selects them
+#: beside the ``vm`` tests (tests/test_vm_harness.py).
+MATRIX = ("tests/test_e2e_core.py::test_plugin_attached_counts_packets_then_detached",
+          "tests/test_e2e_core.py::test_rejected_program_leaves_running_chain",
+          "tests/test_corpus.py::test_static_matches_standalone",
+          "tests/test_freplace_e2e.py",
+          "tests/test_live_views.py::test_trace_live_shows_each_packets_verdict_of_one_component",
+          "tests/vm/test_kernel_caps.py")
 
 
 def _dir() -> Path | None:
@@ -54,7 +59,8 @@ def pytest_configure(config) -> None:
 def pytest_collection_modifyitems(session, config, items) -> None:
     # runs before pytest's own -m deselection (plugins given with -p come first)
     for item in items:
-        if item.nodeid.split("::")[0] in MATRIX_FILES:
+        if any(item.nodeid == m or item.nodeid.startswith((m + "::", m + "["))
+               for m in MATRIX):
             item.add_marker("matrix")
 
 
@@ -69,8 +75,11 @@ def pytest_runtest_logreport(report) -> None:
     rec = _outcome.setdefault(report.nodeid, {"outcome": "passed", "message": ""})
     if report.failed:
         rec["outcome"] = "failed" if report.when == "call" else "error"
-        rec["message"] = (report.longreprtext or "").strip().splitlines()[-1:][0:1]
-        rec["message"] = rec["message"][0][:400] if rec["message"] else ""
+        # the first "E " line says what failed (the command that timed out, the assert),
+        # the last one where
+        lines = (report.longreprtext or "").strip().splitlines()
+        said = [ln[1:].strip() for ln in lines if ln.startswith("E ")][:1]
+        rec["message"] = " | ".join(said + lines[-1:])[:600]
     elif report.skipped and rec["outcome"] == "passed":
         rec["outcome"] = "skipped"
         lr = report.longrepr
