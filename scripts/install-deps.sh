@@ -20,6 +20,8 @@ APT_PACKAGES=(
   debootstrap e2fsprogs
   # stat tools used in the docs' examples
   jq
+  # reads back the pcapng of trace --live --pcap (tests/test_watch_spliced.py)
+  tcpdump
   # man page rendering and completion syntax checks (tests/test_docs_cli.py)
   man-db groff-base zsh
 )

@@ -75,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --live: stop after N packets (default 100)")
     tr.add_argument("--seconds", type=float, default=30.0, metavar="S",
                     help="with --live: stop after S seconds (default 30)")
+    tr.add_argument("--pcap", metavar="FILE",
+                    help="with --live: also write the packets as pcapng to FILE ('-': stdout, "
+                         "the text then goes to stderr); a comment per packet names slot, "
+                         "program, entry/exit and verdict")
+    tr.add_argument("--snaplen", type=int, default=256, metavar="N",
+                    help="with --live: bytes of each packet captured (default 256)")
+    tr.add_argument("--capture", default="exit", metavar="entry,exit",
+                    help="with --live: the packet as PROGRAM got it (entry), as it left it "
+                         "(exit), or both (default exit)")
 
     w = sub.add_parser("watch", help="attach chains to interfaces as they appear "
                        "(netlink, all namespaces)")

@@ -318,9 +318,14 @@ def reconcile(paths: Paths, opts: Options) -> Result:
     # raises signals.Interrupted: nothing has changed yet.
     with signals.Deferral() as guard, state_mod.Lock(paths.lock_file):
         _collect_build_dirs(paths)
+        # a watched (instrumented) chain goes first: plans see the recorded one (issue 21)
+        from .watchlease import end_watches
+        ended = end_watches(paths)
         sess = gather(paths, opts)
         guard.hold()  # from here on a signal waits for the step to finish
-        return _reconcile_locked(sess, opts, guard)
+        result = _reconcile_locked(sess, opts, guard)
+        result.warnings[:0] = ended
+        return result
 
 
 def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> Result:
@@ -768,6 +773,8 @@ def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[st
     faults: list[XdphooksError] = []
     with signals.Deferral() as guard, state_mod.Lock(paths.lock_file):
         _collect_build_dirs(paths)
+        from .watchlease import end_watches
+        end_watches(paths)  # a watched chain: the recorded one is what teardown detaches
         state, _ = state_mod.load(paths.state_file, paths.pin_root)
         observed = observe(paths, state)
         cfg = config_mod.load(paths.config_file) if paths.config_file.exists() else config_mod.Config()

@@ -1,10 +1,14 @@
 """``xdphooks trace --live IFACE PROGRAM``: every real packet's verdict from one
 component while the chain runs.
 
-An fexit program (bpf/slot_trace.bpf.c) on the component's function reports its
-return value, the frame length and protocol through a ring buffer; it is
-attached only for the duration of the command, which ends after ``--count``
-packets or ``--seconds``, whichever comes first.
+Static chains (every slot: spliced or called, any segment): an instrumented build
+of the same chain is swapped in for the duration (xdphooks/watchlease.py) whose
+generated code copies the packet as the component left it (and, with ``--capture
+entry,exit``, as it got it) with its verdict into a ring buffer; ``--pcap`` writes
+those packets as pcapng (xdphooks/pcap.py). Freplace chains: an fexit program
+(bpf/slot_trace.bpf.c) on the component's EXT program reports its return value,
+the frame length and protocol. Either ends after ``--count`` packets or
+``--seconds``, whichever comes first, and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def main(args, paths: Paths) -> int:
         names = ", ".join(p.name for p in rec.programs) or "none"
         raise UsageError(f"no program {args.program!r} in the chain on {iface}",
                          fix=f"name one of: {names}")
+    if rec.mode == "static":
+        return _watch(args, paths, iface, rec, prog)
     t = fexit.target(rec, prog)
     policy = VerdictPolicy.from_mapping(prog.policy)
     mono_to_wall = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
@@ -81,3 +87,104 @@ def main(args, paths: Paths) -> int:
                 time.sleep(POLL_S)
     print(f"{n} packet(s) in {time.monotonic() - t0:.1f} s; tracer detached")
     return 0
+
+
+# --- static chains: the instrumented build -----------------------------------------------
+
+
+def _l3l4(data: bytes) -> str:
+    if len(data) < 14:
+        return "?"
+    eth = int.from_bytes(data[12:14], "big")
+    l4 = data[23] if eth == 0x0800 and len(data) > 23 else \
+        data[20] if eth == 0x86DD and len(data) > 20 else 0
+    return describe(int.from_bytes(eth.to_bytes(2, "big"), "little"), l4)
+
+
+def format_capture(hdr: tuple, data: bytes, mono_to_wall: float,
+                   policy: VerdictPolicy) -> str:
+    from .link.splice import CAPTURE_ENTRY, WHERE_EXIT
+
+    ts, _slot, ret, length, _cap, where, ifindex = hdr
+    when = ts / 1e9 + mono_to_wall
+    stamp = time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when * 1e6) % 1000000:06d}"
+    if where == WHERE_EXIT and ret != CAPTURE_ENTRY:
+        verdict = ACTIONS[ret] if ret < len(ACTIONS) else f"unknown({ret})"
+        decision = policy.decision(verdict if ret < len(ACTIONS) else "unknown").value
+        at = "exit"
+    else:
+        verdict, decision, at = "-", "-", "entry"
+    return (f"{stamp}  if{ifindex:<4} {at:<5} {verdict:<12} {length:>5} B  "
+            f"{_l3l4(data):<12} chain: {decision}")
+
+
+def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
+    import sys
+
+    from . import pcap as pcap_mod, watchlease
+    from .kernel.libbpf import RingBuffer
+    from .link.splice import CAPTURE_HDR, WHERE_ENTRY, WHERE_EXIT, Instrument
+
+    where = {w.strip() for w in args.capture.split(",") if w.strip()}
+    if not where or where - {"entry", "exit"}:
+        raise UsageError(f"--capture {args.capture!r}: say entry, exit or entry,exit",
+                         fix="e.g. --capture entry,exit")
+    if not 14 <= args.snaplen <= 4096:
+        raise UsageError(f"--snaplen {args.snaplen}: from 14 to 4096 bytes", fix="e.g. --snaplen 256")
+    counted = WHERE_EXIT if "exit" in where else WHERE_ENTRY
+    text = sys.stderr if args.pcap == "-" else sys.stdout
+    out = None
+    if args.pcap:
+        out = sys.stdout.buffer if args.pcap == "-" else open(args.pcap, "wb")  # noqa: SIM115
+    writer = pcap_mod.PcapngWriter(out, args.snaplen, str(iface)) if out else None
+    policy = VerdictPolicy.from_mapping(prog.policy)
+    mono_to_wall = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+    ring = watchlease.ring_map()
+    n, t0, stopped = 0, time.monotonic(), []
+    link = getattr(prog, "link", "") or "called"
+    try:
+        ins = Instrument(ring_fd=ring, capture=frozenset({prog.slot}), entry="entry" in where,
+                         snaplen=args.snaplen)
+        with watchlease.stop_on_signals() as stopped, watchlease.watching(
+                paths, iface, ins, f"trace {prog.name}", args.seconds) as w:
+            print(f"live trace of {prog.name} (slot {prog.slot}, {link}) on {iface}: up to "
+                  f"{args.count} packet(s) or {args.seconds:g} s; instrumented chain id "
+                  f"{w.prog_id} swapped in for the watch", file=text, flush=True)
+
+            def on_sample(raw: bytes) -> bool:
+                nonlocal n
+                hdr = CAPTURE_HDR.unpack_from(raw, 0)
+                data = raw[CAPTURE_HDR.size: CAPTURE_HDR.size + hdr[4]]
+                print(format_capture(hdr, data, mono_to_wall, policy), file=text, flush=True)
+                if writer is not None:
+                    ret, at = hdr[2], "exit" if hdr[5] == WHERE_EXIT else "entry"
+                    verdict = (ACTIONS[ret] if ret < len(ACTIONS) else f"unknown({ret})") \
+                        if at == "exit" else "-"
+                    decision = policy.decision(verdict if ret < len(ACTIONS) else "unknown"
+                                               ).value if at == "exit" else "-"
+                    writer.packet(int((hdr[0] / 1e9 + mono_to_wall) * 1e9), data, hdr[3],
+                                  pcap_mod.comment(prog.slot, prog.name, at, verdict, decision))
+                if hdr[5] == counted:
+                    n += 1
+                return n < args.count
+
+            with RingBuffer(ring, on_sample) as rb:
+                deadline = t0 + args.seconds
+                while n < args.count and time.monotonic() < deadline:
+                    try:
+                        rb.poll(int(min(POLL_S, max(deadline - time.monotonic(), 0)) * 1000)
+                                or 1)
+                    except XdphooksError:
+                        if stopped:  # the signal arrived inside libbpf's callback
+                            break
+                        raise
+            if w.ended_by_other:
+                print(f"xdphooks: warning: {w.ended_by_other}", file=sys.stderr)
+    finally:
+        os.close(ring)
+        if out is not None and args.pcap != "-":
+            out.close()
+    how = f"; stopped by {stopped[0]}" if stopped else ""
+    print(f"{n} packet(s) in {time.monotonic() - t0:.1f} s{how}; tracer detached (the "
+          "untraced chain runs again)", file=text, flush=True)
+    return 130 if stopped and stopped[0] == "SIGINT" else 0

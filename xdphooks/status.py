@@ -66,8 +66,12 @@ def collect(paths: Paths) -> dict:
     out: dict = {"version": 1, "time": time.time(), "root": root, "interfaces": [],
                  "last_run": st.last_run or None, "pending": _pending(paths),
                  "warnings": [warning] if warning else []}
+    leases = _leases(paths)
     for key, rec in sorted(st.interfaces.items()):
         attached = _attached(rec.netns, rec.name, rec.ifindex) if root else None
+        lease = leases.get(key)
+        if lease is not None and attached == lease.watched_id:
+            attached = rec.prog_id  # its instrumented build, for the watch (issue 21)
         counters = _counters(rec.pin_dir, len(rec.programs)) if root else None
         progs = []
         for i, p in enumerate(rec.programs):
@@ -91,8 +95,21 @@ def collect(paths: Paths) -> dict:
             "attached": (attached == rec.prog_id) if attached is not None else None,
             "generation": rec.generation, "fingerprint": rec.fingerprint,
             "updated": rec.updated, "trigger": rec.trigger, "programs": progs,
+            "watch": {"line": lease.describe(), "pid": lease.pid, "uid": lease.uid,
+                      "tty": lease.tty, "since": lease.since, "until": lease.until,
+                      "purpose": lease.purpose, "prog_id": lease.watched_id}
+            if lease is not None else None,
         })
     return out
+
+
+def _leases(paths: Paths) -> dict:
+    """Watches in progress (xdphooks/watchlease.py), by interface key."""
+    try:
+        from .watchlease import read_leases
+        return read_leases(paths)
+    except Exception:  # noqa: BLE001 - status must always answer
+        return {}
 
 
 def _verified(path: str) -> dict | None:
@@ -152,6 +169,8 @@ def render(data: dict, prev: dict | None = None, dt: float = 0.0) -> str:
         att = {True: "", False: "  !! NOT ATTACHED", None: ""}[i["attached"]]
         lines.append(f"{name:<22} {i['mode']:<9} {'':>4}  {'<chain>':<16} {i['prog_id']:>6}  "
                      f"gen {i['generation']}, {i['xdp_mode']}{att}")
+        if i.get("watch"):
+            lines.append(one_line(f"{'':<22} {i['watch']['line']}"))
         for p in i["programs"]:
             pk = p["packets"]
             v = p["verdicts"] or {}

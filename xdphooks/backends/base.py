@@ -51,6 +51,12 @@ class BuildContext:
     #: nothing of the previous chain's (globals, a reused extension) is carried to them
     reset_maps: set[str] = field(default_factory=set)
     pin_warnings: list[str] = field(default_factory=list)  # pinowner.claim's, said after attach
+    #: a watched build (xdphooks/watch.py, static): a splice.Instrument for the root
+    instrument: object | None = None
+    #: a watched build shares the running chain's maps instead of creating its own:
+    #: root maps by name (counters, events), and per segment {".data"/".bss": fd}
+    share_maps: dict[str, int] = field(default_factory=dict)
+    share_globals: list[dict[str, int]] | None = None
 
     def trusted_object(self, entry: ChainEntry) -> str:
         """A private copy of ``entry``'s object holding exactly the bytes that were

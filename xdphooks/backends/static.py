@@ -236,8 +236,10 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         prog_fd = objs[0].program(abi.ROOT_PROG).fd
         info, _ = libbpf.prog_info(prog_fd)
         counters_fd, events_fd = shared[abi.COUNTERS_MAP], shared[abi.EVENTS_MAP]
-        warnings = _carry_globals(ctx, objs, [work / f"root{k}.o" for k in range(len(objs))],
-                                  segments, entries, results)
+        # a watched build shares the running chain's globals maps: nothing to carry
+        warnings = [] if ctx.share_globals is not None else _carry_globals(
+            ctx, objs, [work / f"root{k}.o" for k in range(len(objs))], segments, entries,
+            results)
         timings["load"] = time.perf_counter() - t1
         pins = {"root": prog_fd, "counters": counters_fd, "events": events_fd, **tail_pins}
         if len(objs) > 1:
@@ -266,11 +268,13 @@ def _load_chain(ctx: BuildContext, linked: list[Path], segments, entries, result
     objs: list = []
     links: list[splice.Linked] = []
     try:
-        shared: dict[str, int] = {}
+        shared: dict[str, int] = {} if fresh else dict(ctx.share_maps)
         for k, seg in enumerate(segments):
             nxt = k + 1 if k + 1 < len(segments) else None
+            reuse = ctx.share_globals[k] if ctx.share_globals and not fresh \
+                and k < len(ctx.share_globals) else {}
             obj, seg_links = _load_segment(ctx, linked[k], work / f"root{k}.o", seg, nxt,
-                                           entries, results, shared, frags, fresh)
+                                           entries, results, shared, frags, fresh, reuse)
             objs.append(obj)
             links += seg_links
             if k == 0:
@@ -392,14 +396,14 @@ def _link(ctx: BuildContext, out: Path, rootlet: Path, results, entries) -> None
 
 def _load_segment(ctx: BuildContext, linked: Path, root: Path, seg: list[int],
                   next_segment: int | None, entries, results, shared: dict[str, int],
-                  frags: bool = False, fresh: bool = False):
+                  frags: bool = False, fresh: bool = False, reuse: dict | None = None):
     """Generate and load one segment's root; a spliced root the verifier refuses is
     retried with every slot called (the verifier is the judge, and each slot says why)."""
     seg_entries = [entries[i] for i in seg]
     seg_results = [results[i] for i in seg]
     links = _generate_root(ctx, linked, root, seg, next_segment)
     try:
-        return _load(ctx, root, seg_entries, seg_results, shared, frags, fresh), links
+        return _load(ctx, root, seg_entries, seg_results, shared, frags, fresh, reuse), links
     except KernelError as e:
         if not any(ln.link == "spliced" for ln in links):
             raise _verifier_error(ctx, e, results) from None
@@ -408,7 +412,7 @@ def _load_segment(ctx: BuildContext, linked: Path, root: Path, seg: list[int],
     links = [splice.Linked("called", f"the verifier refused the spliced chain: {headline}")
              if entries[i].link is Link.SPLICE else ln for i, ln in zip(seg, links)]
     try:
-        return _load(ctx, root, seg_entries, seg_results, shared, frags, fresh), links
+        return _load(ctx, root, seg_entries, seg_results, shared, frags, fresh, reuse), links
     except KernelError as e:
         raise _verifier_error(ctx, e, results) from None
 
@@ -421,7 +425,7 @@ def _generate_root(ctx: BuildContext, linked: Path, out: Path, seg: list[int],
                          splice_ok and entries[i].link is Link.SPLICE, i) for i in seg]
     events = any(abi.DECISION_LOG in e.policy.codes() for e in entries)
     return splice.splice(str(linked), str(out), abi.ROOT_PROG, slots, ctx.counters, events,
-                         next_segment)
+                         next_segment, instrument=ctx.instrument)
 
 
 def _headline(err: KernelError) -> str:
@@ -431,7 +435,8 @@ def _headline(err: KernelError) -> str:
 
 
 def _load(ctx: BuildContext, path: Path, entries, results, shared: dict[str, int],
-          frags: bool = False, fresh: bool = False) -> "libbpf.BpfObject":
+          frags: bool = False, fresh: bool = False,
+          reuse: dict | None = None) -> "libbpf.BpfObject":
     """Open ``path``, point each component's persistent maps at their pins and the
     chain's own maps at those of the first segment (``shared``), load (with
     BPF_F_XDP_HAS_FRAGS when ``frags``)."""
@@ -460,6 +465,10 @@ def _load(ctx: BuildContext, path: Path, entries, results, shared: dict[str, int
             by_name[name].set_pin_path(None)
             if name in shared:
                 by_name[name].reuse_fd(shared[name])
+        for m in obj.maps():  # a watched build: the running chain's globals, shared
+            sec = next((s for s in (reuse or {}) if m.internal and m.name.endswith(s)), None)
+            if sec is not None:
+                m.reuse_fd(reuse[sec])
         obj.load()
         return obj
     except BaseException:

@@ -63,6 +63,45 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class Instrument:
+    """What an instrumented build adds around its slots (xdphooks/watch.py: built and
+    swapped in only while someone watches; ``None``, the default, generates exactly the
+    uninstrumented chain). Maps are the caller's, named by fd in the code (no
+    relocation: libbpf passes such a load through to the kernel as it is).
+
+    * ``capture``: slot keys whose packet is copied (up to ``snaplen`` bytes, with
+      :data:`CAPTURE_HDR`) into the RINGBUF ``ring_fd`` as the slot left it (its
+      verdict), and with ``entry`` also as it got it;
+    * ``prof_fd``: a PERCPU_ARRAY whose one value (key 0) accumulates per slot key
+      (calls, ns) between the slot's entry and exit (:data:`PROF_ROW`), and at row
+      ``abi.MAX_CHAIN`` the cost of the timing itself (an empty interval), once per
+      packet and segment."""
+
+    ring_fd: int = -1
+    capture: frozenset = frozenset()
+    entry: bool = False
+    snaplen: int = 256
+    prof_fd: int = -1
+
+    @property
+    def record_size(self) -> int:
+        return CAPTURE_HDR.size + (self.snaplen + 7) // 8 * 8
+
+
+#: a captured packet's header: ts_ns (CLOCK_MONOTONIC), slot, verdict (CAPTURE_ENTRY at
+#: the entry), frame length, bytes captured, where (0 entry, 1 exit), ingress ifindex
+CAPTURE_HDR = struct.Struct("<QIIIIII")
+CAPTURE_ENTRY = 0xFFFFFFFF
+WHERE_ENTRY, WHERE_EXIT = 0, 1
+#: one slot's timing in the profile value: calls, ns
+PROF_ROW = struct.Struct("<QQ")
+PROF_SIZE = (abi.MAX_CHAIN + 1) * PROF_ROW.size
+HELPER_KTIME, HELPER_RINGBUF_RESERVE, HELPER_RINGBUF_SUBMIT = 5, 131, 132
+HELPER_XDP_GET_BUFF_LEN, HELPER_XDP_LOAD_BYTES = 188, 189
+PSEUDO_MAP_FD = 1
+
+
+@dataclass(frozen=True)
 class Linked:
     """What became of a slot: ``link`` is "spliced" or "called"; ``reason`` says why
     a slot asked to be spliced was called."""
@@ -317,6 +356,79 @@ def _count_verdict(row: int | None) -> list[I.Insn | I.Place]:
     return out + _count_at(1, row or 0)
 
 
+def _ld_map_fd(reg: int, fd: int) -> I.Insn:
+    return I.Insn(I.LD_IMM64, reg, PSEUDO_MAP_FD, 0, fd)
+
+
+def _capture(ins: Instrument, key: int, where: int) -> list[I.Insn | I.Place]:
+    """Copy the packet into a ring record (see :class:`Instrument`); keeps r0 (the
+    verdict) at the exit. r6-r8 are free between slots: the root keeps nothing in
+    them, and a component's code writes them before it reads them."""
+    skip, submit, short = I.Label("cskip"), I.Label("csubmit"), I.Label("cshort")
+    snap = ins.snaplen
+    out: list[I.Insn | I.Place] = []
+    if where == WHERE_EXIT:
+        out.append(I.mov_reg(8, 0))
+    out += [_ld_map_fd(1, ins.ring_fd), I.mov_imm(2, ins.record_size), I.mov_imm(3, 0),
+            I.call_helper(HELPER_RINGBUF_RESERVE), I.jmp_imm(I.JEQ, 0, 0, skip),
+            I.mov_reg(6, 0), I.call_helper(HELPER_KTIME), I.stx(I.DW, 6, 0, 0),
+            I.st_imm(I.W, 6, 8, key)]
+    out.append(I.stx(I.W, 6, 8, 12) if where == WHERE_EXIT
+               else I.st_imm(I.W, 6, 12, -1))  # CAPTURE_ENTRY
+    out += [I.ldx(I.DW, 1, I.FP, CTX_SLOT), I.call_helper(HELPER_XDP_GET_BUFF_LEN),
+            I.mov_reg(7, 0), I.stx(I.W, 6, 7, 16),
+            I.jmp_imm(I.JLE, 7, snap, short), I.mov_imm(7, snap), I.Place(short),
+            I.stx(I.W, 6, 7, 20), I.st_imm(I.W, 6, 24, where),
+            I.ldx(I.DW, 1, I.FP, CTX_SLOT), I.ldx(I.W, 1, 1, abi.XDP_MD_INGRESS_IFINDEX),
+            I.stx(I.W, 6, 1, 28),
+            I.jmp_imm(I.JLE, 7, 0, submit),  # (and the verifier learns len >= 1)
+            I.ldx(I.DW, 1, I.FP, CTX_SLOT), I.mov_imm(2, 0), I.mov_reg(3, 6),
+            I.add_imm(3, CAPTURE_HDR.size), I.mov_reg(4, 7),
+            I.call_helper(HELPER_XDP_LOAD_BYTES), I.jmp_imm(I.JEQ, 0, 0, submit),
+            I.st_imm(I.W, 6, 20, 0),  # nothing copied after all
+            I.Place(submit), I.mov_reg(1, 6), I.mov_imm(2, 0),
+            I.call_helper(HELPER_RINGBUF_SUBMIT), I.Place(skip)]
+    if where == WHERE_EXIT:
+        out.append(I.mov_reg(0, 8))
+    return out
+
+
+def _prof_add(base: int, row: int, ns_reg: int) -> list[I.Insn]:
+    """profile[row] += (1, ns_reg), the value's pointer on the stack (r1, r5 clobbered)."""
+    return [I.ldx(I.DW, 1, I.FP, _prof_slots(base)[0]), *_count_at(1, row * PROF_ROW.size),
+            I.ldx(I.DW, 5, 1, row * PROF_ROW.size + 8), I.Insn(I.ALU64 | I.ADD | I.X, 5, ns_reg),
+            I.stx(I.DW, 1, 5, row * PROF_ROW.size + 8)]
+
+
+def _prof_slots(base: int) -> tuple[int, int]:
+    """(profile value pointer, entry timestamp): the two stack slots below the root's
+    own ``base`` bytes."""
+    return -(base + 8), -(base + 16)
+
+
+def _prof_prologue(base: int, ins: Instrument, lost: I.Label) -> list[I.Insn | I.Place]:
+    ptr, ts = _prof_slots(base)
+    return [I.st_imm(I.W, I.FP, ts, 0), I.mov_reg(2, I.FP), I.add_imm(2, ts),
+            _ld_map_fd(1, ins.prof_fd), I.call_helper(I.HELPER_MAP_LOOKUP),
+            I.jmp_imm(I.JEQ, 0, 0, lost), I.stx(I.DW, I.FP, 0, ptr),
+            # the timing's own cost: an empty interval, once per packet
+            I.call_helper(HELPER_KTIME), I.mov_reg(6, 0), I.call_helper(HELPER_KTIME),
+            I.Insn(I.ALU64 | 0x10 | I.X, 0, 6),  # r0 -= r6
+            *_prof_add(base, abi.MAX_CHAIN, 0), I.ldx(I.DW, 1, I.FP, CTX_SLOT)]
+
+
+def _prof_enter(base: int) -> list[I.Insn]:
+    return [I.call_helper(HELPER_KTIME), I.stx(I.DW, I.FP, 0, _prof_slots(base)[1]),
+            I.ldx(I.DW, 1, I.FP, CTX_SLOT)]
+
+
+def _prof_exit(base: int, key: int) -> list[I.Insn]:
+    return [I.mov_reg(8, 0), I.call_helper(HELPER_KTIME),
+            I.ldx(I.DW, 1, I.FP, _prof_slots(base)[1]),
+            I.Insn(I.ALU64 | 0x10 | I.X, 0, 1), I.mov_reg(6, 0),  # r6 = now - entry
+            *_prof_add(base, key, 6), I.mov_reg(0, 8)]
+
+
 def _epilogue(slot: Slot, obj: _Obj, counters: bool, events: bool, leave: I.Label,
               exit_: I.Label, tail: list[I.Insn | I.Place]) -> list[I.Insn | I.Place]:
     """After slot ``slot``: r0 holds its verdict. Count, apply the policy, fall through to
@@ -377,6 +489,7 @@ class SlotCost:
 
 def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
              next_segment: int | None = None, costs: list | None = None,
+             instrument: Instrument | None = None,
              ) -> tuple[list[I.Insn | I.Place], list[Linked]]:
     """The root program's instructions, and what became of each slot. With
     ``next_segment``, a chain that runs to the end tail-calls that segment. ``costs``,
@@ -385,6 +498,11 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
     leave, refs, exit_, lost = I.Label("leave"), I.Label("refs"), I.Label("exit"), \
         I.Label("nocounters")
     shift = FRAME_SHIFT[counters]
+    ins = instrument
+    profiling = ins is not None and ins.prof_fd >= 0
+    base = shift
+    if profiling:  # two more slots of the root's own: the components' frames move down
+        shift += 16
     # ctx is never NULL: the verifier drops this branch and the block it leads to, but
     # the block's map references keep the chain's own maps among the program's maps
     # whatever the configuration (recover.py identifies our chain by them)
@@ -400,6 +518,8 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
                  # than run a chain that cannot count
                  I.jmp_imm(I.JEQ, 0, 0, lost),
                  I.stx(I.DW, I.FP, 0, COUNTERS_SLOT), I.ldx(I.DW, 1, I.FP, CTX_SLOT)]
+    if profiling:
+        prog += _prof_prologue(base, ins, lost)
     prologue = _slots(prog)
     done = [I.Label(f"done{n}") for n in range(len(slots))]
     bodies: dict[int, list] = {}
@@ -421,8 +541,17 @@ def generate(obj: _Obj, slots: list[Slot], counters: bool, events: bool,
         body = bodies.get(n)
         if body is None:
             body = [I.call_symbol(obj.sym_index[slot.function], R_BPF_64_32)]
+        captured = ins is not None and ins.ring_fd >= 0 and slot.key in ins.capture
+        if captured and ins.entry:
+            prog += _capture(ins, slot.key, WHERE_ENTRY) + [I.ldx(I.DW, 1, I.FP, CTX_SLOT)]
+        if profiling:
+            prog += _prof_enter(base)
         prog += body
         prog.append(I.Place(done[n]))
+        if profiling:
+            prog += _prof_exit(base, slot.key)
+        if captured:
+            prog += _capture(ins, slot.key, WHERE_EXIT)
         before = len(tail)
         epi = _epilogue(slot, obj, counters, events, leave, exit_, tail)
         prog += epi
@@ -459,7 +588,8 @@ def _slots(prog: list) -> int:
 
 
 def splice(linked_path: str, out_path: str, root: str, slots: list[Slot], counters: bool,
-           events: bool, next_segment: int | None = None) -> list[Linked]:
+           events: bool, next_segment: int | None = None,
+           instrument: Instrument | None = None) -> list[Linked]:
     """Replace function ``root`` of ``linked_path`` by the generated chain; write ``out_path``."""
     try:
         obj = _Obj.read(linked_path)
@@ -471,7 +601,7 @@ def splice(linked_path: str, out_path: str, root: str, slots: list[Slot], counte
     sec = elf.sections[rsym.shndx]
     r_start, r_end = rsym.value, rsym.value + rsym.size
     costs: list = []
-    prog, linked = generate(obj, slots, counters, events, next_segment, costs)
+    prog, linked = generate(obj, slots, counters, events, next_segment, costs, instrument)
     last_costs[Path(out_path).name] = costs
     code, placed = I.assemble(prog)
     delta = len(code) - (r_end - r_start)
@@ -541,4 +671,4 @@ def _at(rec: bytes, off: int) -> bytearray:
     return r
 
 
-__all__ = ["Slot", "Linked", "SlotCost", "splice", "generate", "assess", "last_costs"]
+__all__ = ["Slot", "Linked", "SlotCost", "Instrument", "CAPTURE_HDR", "PROF_ROW", "splice", "generate", "assess", "last_costs"]
