@@ -379,7 +379,8 @@ VANISH_DURING_BUILD = """
     @hookimpl
     def xdphooks_validate_chain(interface, chain):
         if str(interface) == {iface!r}:
-            helper = subprocess.Popen([sys.executable, {helper!r}, str(os.getpid()),
+            # plugin code runs in the plugin host, a child of the reconcile: stop its parent
+            helper = subprocess.Popen([sys.executable, {helper!r}, str(os.getppid()),
                                        {run_dir!r}, *{cmd!r}], stdout=subprocess.PIPE)
             assert helper.stdout.readline() == b"watching\\n"
 """
