@@ -97,3 +97,138 @@ def test_trace_live_of_a_spliced_slot_shows_each_packet_and_swaps_back(spliced):
     assert "watched" not in xh.run("status").stdout
     assert not list(Path(xh.bpffs).glob("**/watch")), "watch pins left behind"
     assert not list(Path(xh.root).glob("**/watch/*.json")), "lease left behind"
+
+
+def _tcpdump(path: str) -> list[tuple[int, str]]:
+    """(length, hex of the frame) per packet of a capture file, as tcpdump reads it."""
+    out = subprocess.run(["tcpdump", "-r", path, "-nn", "-e", "-xx"], capture_output=True,
+                         text=True, check=True).stdout
+    pkts: list[list] = []
+    for ln in out.splitlines():
+        if not ln.startswith("\t"):
+            pkts.append([ln, ""])
+        else:
+            pkts[-1][1] += "".join(ln.split(":", 1)[1].split())
+    return [(len(h) // 2, h) for _, h in pkts]
+
+
+def test_pcap_of_a_rewriting_slot_before_and_after_read_back_by_tcpdump(spliced, tmp_path):
+    xh, veth, _ = spliced
+    pcap = tmp_path / "adjust.pcapng"
+    tracer = xh_popen(xh, "trace", "--live", veth.iface, "adjust", "--count", "4",
+                      "--seconds", "30", "--capture", "entry,exit", "--pcap", str(pcap),
+                      "--snaplen", "128")
+    try:
+        first = tracer.stdout.readline()
+        assert first.startswith("live trace of adjust (slot 2, spliced)"), \
+            first + tracer.communicate(timeout=30)[1]
+        sender = send_udp(veth, 4)
+        out, err = tracer.communicate(timeout=60)
+        sender.wait(timeout=30)
+    finally:
+        tracer.kill()
+    assert tracer.returncode == 0, err
+    print(first + out)
+    pkts = _tcpdump(str(pcap))
+    assert len(pkts) == 8, pkts  # each datagram as adjust got it, then as it left it
+    for (n_in, h_in), (n_out, h_out) in zip(pkts[::2], pkts[1::2]):
+        # fr_adjust: bpf_xdp_adjust_head(ctx, 4), then 0xad at the new first byte
+        assert (n_in, n_out) == (FRAME, FRAME - 4), pkts
+        assert h_out == "ad" + h_in[10:], (h_in, h_out)
+        assert h_in[24:28] == "0800" and h_in.endswith(b"xdphooks".hex()), h_in
+    shown = subprocess.run(["tcpdump", "-r", str(pcap), "-nn"], capture_output=True,
+                           text=True, check=True).stdout
+    print(shown)
+    assert shown.count(f"> {veth.ip_a}.9: UDP, length 8") == 4, shown
+    # the comments say slot, program, where and verdict (pcapng opt_comment)
+    raw = pcap.read_bytes()
+    assert raw.count(b"xdphooks slot=2 program=adjust at=entry verdict=- chain=-") == 4
+    assert raw.count(b"xdphooks slot=2 program=adjust at=exit verdict=pass chain=continue") == 4
+
+
+def test_pcap_to_stdout_pipes_into_tcpdump(spliced):
+    xh, veth, _ = spliced
+    sender = send_udp(veth, 200, seconds=30, gap=0.05)
+    try:
+        proc = subprocess.run(
+            f"{__import__('sys').executable} -m xdphooks trace --live {veth.iface} udp9 "
+            "--count 3 --seconds 20 --pcap - | tcpdump -r - -nn", shell=True, env=xh.env,
+            capture_output=True, text=True, timeout=90)
+    finally:
+        sender.kill()
+        sender.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(f"> {veth.ip_a}.9: UDP, length 8") == 3, proc.stdout + proc.stderr
+    assert "live trace of udp9" in proc.stderr and " tx " in proc.stderr  # text on stderr
+
+
+def test_sigkilled_tracer_leaves_no_instrumented_chain_after_reconcile(spliced):
+    xh, veth, before = spliced
+    root = _attached(veth)
+    tracer = xh_popen(xh, "trace", "--live", veth.iface, "counter", "--count", "100",
+                      "--seconds", "60")
+    try:
+        first = tracer.stdout.readline()
+        assert first.startswith("live trace of counter"), first
+        watched = _attached(veth)
+        assert watched != root
+        tracer.send_signal(signal.SIGKILL)
+        tracer.wait(timeout=30)
+    finally:
+        tracer.kill()
+    assert _attached(veth) == watched  # nobody swapped back: the kernel still runs it
+    text = xh.run("status").stdout
+    assert f"by pid {tracer.pid}" in text and "its owner is gone" in text, text
+    assert "NOT ATTACHED" not in text, text
+    rec = xh.run("reconcile")
+    assert f"ended the watch by pid {tracer.pid} (its owner is gone)" in rec.stderr + rec.stdout, \
+        rec.stderr + rec.stdout
+    after = _status(xh)
+    assert _attached(veth) == root
+    assert (after["prog_id"], after["fingerprint"]) == (before["prog_id"], before["fingerprint"])
+    assert not list(Path(xh.bpffs).glob("**/watch")), "watch pins left behind"
+    assert "watched" not in xh.run("status").stdout
+
+
+def test_sigterm_swaps_back_at_once(spliced):
+    xh, veth, _ = spliced
+    root = _attached(veth)
+    tracer = xh_popen(xh, "trace", "--live", veth.iface, "udp9", "--count", "100",
+                      "--seconds", "60")
+    try:
+        assert tracer.stdout.readline().startswith("live trace of udp9")
+        assert _attached(veth) != root
+        t0 = time.monotonic()
+        tracer.send_signal(signal.SIGTERM)
+        out, err = tracer.communicate(timeout=30)
+    finally:
+        tracer.kill()
+    assert time.monotonic() - t0 < 15
+    assert "stopped by SIGTERM" in out and "tracer detached" in out, out + err
+    assert _attached(veth) == root
+    assert not list(Path(xh.bpffs).glob("**/watch"))
+
+
+def test_profile_times_every_spliced_slot(spliced):
+    xh, veth, before = spliced
+    sender = send_udp(veth, 100000, seconds=30.0, gap=0.002)
+    try:
+        time.sleep(0.5)
+        data = json.loads(xh.run("status", "--profile", "1", "--json", timeout=120).stdout)
+        text = xh.run("status", "--profile", "1", timeout=120).stdout
+    finally:
+        sender.kill()
+        sender.wait()
+    (iface,) = data["interfaces"]
+    assert iface["packets"] > 20 and iface["ns_per_packet"] > 0, iface  # untraced chain
+    assert iface["instrumented_packets"] > 20 and iface["timing_ns"] > 0, iface
+    for p in iface["programs"]:
+        assert p["link"] == "spliced" and p["note"] == "", p
+        # every slot ran once per packet of the instrumented chain (same window)
+        assert abs(p["calls"] - iface["instrumented_packets"]) <= 5, (p, iface)
+        assert 0 <= p["ns_per_call"] < 1_000_000 and p["ns_per_call_raw"] > 0, p
+    assert "(watched)" in text and "adjust" in text, text
+    print(text)
+    after = _status(xh)
+    assert (after["prog_id"], after["fingerprint"]) == (before["prog_id"], before["fingerprint"])
+    assert not list(Path(xh.bpffs).glob("**/watch"))

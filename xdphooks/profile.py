@@ -1,7 +1,17 @@
 """``xdphooks status --profile [SECONDS]``: nanoseconds per packet per program on
 live traffic.
 
-Method (the same in both modes): an fentry/fexit pair (bpf/slot_profile.bpf.c)
+Static chains (every slot, spliced or called): first the running chain's own cost is
+taken from the kernel's run-time statistics over SECONDS (BPF_ENABLE_STATS, held only
+for the window: "untraced"). Then an instrumented build of the same chain is swapped
+in for SECONDS (xdphooks/watchlease.py; counters, events and globals shared, swapped
+back after) whose generated code reads bpf_ktime_get_ns at each slot's entry and
+exit and sums the difference per slot and CPU. Once per packet it also times an
+empty interval: the cost of the timing itself, which is subtracted from each slot's
+figure and stated ("timing"); the instrumented chain's kernel statistics give its
+total, so the instrumentation's whole cost per packet is measured, not guessed.
+
+Freplace chains: an fentry/fexit pair (bpf/slot_profile.bpf.c)
 on each component's function — ``xdph_slot_<N>`` of a static root whose slot
 is a call, the EXT program of a freplace chain — sums entry-to-exit time per CPU
 for SECONDS, then is detached. The whole chain's cost comes from the kernel's
@@ -58,6 +68,10 @@ def profile(paths: Paths, seconds: float, interface: str | None = None) -> dict:
     with ExitStack() as stack:
         stats_fd = libbpf.enable_stats()
         stack.callback(os.close, stats_fd)
+        static = [r for r in recs if r.mode == "static"]
+        recs = [r for r in recs if r.mode != "static"]
+        if static:
+            out["interfaces"] += _profile_static(paths, static, seconds)
         for rec in recs:
             entry = {"name": fexit.iface_name(rec), "mode": rec.mode, "prog_id": rec.prog_id,
                      "programs": []}
@@ -80,6 +94,8 @@ def profile(paths: Paths, seconds: float, interface: str | None = None) -> dict:
             runs, ns = fexit.percpu_sum(obj.map("xdph_prof").fd, 2)
             pd["calls"], pd["ns_per_call"] = runs, _per_packet(ns, runs)
     for entry in out["interfaces"]:
+        if entry["mode"] == "static":
+            continue  # measured by _profile_static
         n, ns = _delta(before, after, entry["prog_id"])
         entry["packets"], entry["ns_per_packet"] = n, _per_packet(ns, n)
         for pd in entry["programs"]:
@@ -87,6 +103,57 @@ def profile(paths: Paths, seconds: float, interface: str | None = None) -> dict:
                 n, ns = _delta(before, after, pd["prog_id"])
                 pd["kernel_calls"], pd["kernel_ns_per_call"] = n, _per_packet(ns, n)
     return out
+
+
+def _profile_static(paths: Paths, recs: list, seconds: float) -> list[dict]:
+    """Profile static chains through an instrumented build (see the module's doc);
+    the caller holds BPF_ENABLE_STATS."""
+    from . import abi, watchlease
+    from .link.splice import Instrument
+    from .model import InterfaceRef
+
+    entries = []
+    ids = [r.prog_id for r in recs]
+    before = {pid: _kernel_stats(pid) for pid in ids}
+    time.sleep(seconds)
+    after = {pid: _kernel_stats(pid) for pid in ids}
+    for rec in recs:
+        n, ns = _delta(before, after, rec.prog_id)
+        entry = {"name": fexit.iface_name(rec), "mode": rec.mode, "prog_id": rec.prog_id,
+                 "packets": n, "ns_per_packet": _per_packet(ns, n), "programs": [],
+                 "method": "instrumented build"}
+        entries.append(entry)
+        prof = watchlease.prof_map()
+        try:
+            ins = Instrument(prof_fd=prof)
+            with watchlease.stop_on_signals() as stopped, watchlease.watching(
+                    paths, InterfaceRef(rec.netns, rec.name), ins, "profile", seconds) as w:
+                b = _kernel_stats(w.prog_id)
+                watchlease.prof_zero(prof)
+                time.sleep(seconds)
+                rows = watchlease.prof_read(prof)
+                a = _kernel_stats(w.prog_id)
+            if stopped:
+                raise XdphooksError(f"profile stopped by {stopped[0]}; the untraced chain "
+                                    "runs again", fix="none needed")
+        finally:
+            os.close(prof)
+        cal_n, cal_ns = rows[abi.MAX_CHAIN]
+        timing = cal_ns / cal_n if cal_n else 0.0
+        wn, wns = max(a[0] - b[0], 0), max(a[1] - b[1], 0)
+        entry["timing_ns"] = round(timing, 1)
+        entry["instrumented_packets"] = wn
+        entry["instrumented_ns_per_packet"] = _per_packet(wns, wn)
+        for p in rec.programs:
+            calls, ns = rows[p.slot] if p.slot < abi.MAX_CHAIN else (0, 0)
+            raw = ns / calls if calls else None
+            entry["programs"].append({
+                "name": p.name, "slot": p.slot, "prog_id": p.prog_id,
+                "link": fexit.link_kind(rec, p), "calls": calls,
+                "ns_per_call": round(max(raw - timing, 0.0), 1) if raw is not None else None,
+                "ns_per_call_raw": round(raw, 1) if raw is not None else None,
+                "kernel_calls": None, "kernel_ns_per_call": None, "note": ""})
+    return entries
 
 
 def _ids(out: dict) -> set[int]:
@@ -104,8 +171,9 @@ def _delta(before: dict, after: dict, pid: int) -> tuple[int, int]:
 
 
 def render(data: dict) -> str:
-    lines = [f"profile over {data['seconds']:g} s of live traffic (fentry/fexit per program; "
-             "chain total from the kernel's run-time statistics)",
+    lines = [f"profile over {data['seconds']:g} s of live traffic (static: an instrumented "
+             "build, swapped in for the window; freplace: fentry/fexit per program; chain "
+             "total from the kernel's run-time statistics)",
              f"{'INTERFACE':<22} {'PROGRAM':<16} {'SLOT':>4} {'LINK':<9} {'CALLS':>9} "
              f"{'NS/PKT':>8}"]
     if not data["interfaces"]:
@@ -114,6 +182,13 @@ def render(data: dict) -> str:
         tot = f"{i['ns_per_packet']:8.1f}" if i["ns_per_packet"] is not None else f"{'-':>8}"
         lines.append(f"{i['name']:<22} {'<chain>':<16} {'':>4} {i['mode']:<9} "
                      f"{i['packets']:>9} {tot}")
+        if "timing_ns" in i:
+            inst = i["instrumented_ns_per_packet"]
+            lines.append(f"{'':<22} {'(watched)':<16} {'':>4} {'':<9} "
+                         f"{i['instrumented_packets']:>9} "
+                         + (f"{inst:8.1f}" if inst is not None else f"{'-':>8}")
+                         + f"  instrumented build; each slot's figure is net of the "
+                         f"timing's own {i['timing_ns']:.1f} ns")
         for p in i["programs"]:
             ns = f"{p['ns_per_call']:8.1f}" if p["ns_per_call"] is not None else f"{'-':>8}"
             calls = p["calls"] if p["calls"] is not None else "-"
