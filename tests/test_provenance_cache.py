@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from xdphooks import provenance
+from xdphooks.pkg import dpkg
 
 PLUGIN = "/usr/lib/xdphooks/plugins/foo.py"
 
@@ -24,9 +24,9 @@ def info(tmp_path, monkeypatch):
     d.mkdir()
     (d / "foo.list").write_text(f"/.\n/usr/lib/xdphooks\n{PLUGIN}\n")
     (d / "bash.list").write_text("/bin/bash\n")
-    monkeypatch.setattr(provenance, "DPKG_INFO", d)
-    monkeypatch.setattr(provenance, "INDEX_CACHE", tmp_path / "cache" / "dpkg-index.json")
-    monkeypatch.setattr(provenance, "_index", (0, {}))
+    monkeypatch.setattr(dpkg, "DPKG_INFO", d)
+    monkeypatch.setattr(dpkg, "INDEX_CACHE", tmp_path / "cache" / "dpkg-index.json")
+    monkeypatch.setattr(dpkg, "_index", (0, {}))
     return d
 
 
@@ -36,14 +36,14 @@ def age(d, seconds_ago: float) -> None:
 
 
 def fresh() -> dict:
-    provenance._index = (0, {})  # a new process: only the disk cache is left
-    return provenance._dpkg_index()
+    dpkg._index = (0, {})  # a new process: only the disk cache is left
+    return dpkg.index()
 
 
 def test_index_is_cached_until_dpkg_changes_its_info_directory(info):
     age(info, 60)
     assert fresh() == {PLUGIN: "foo"}
-    cache = provenance.INDEX_CACHE
+    cache = dpkg.INDEX_CACHE
     assert json.loads(cache.read_text())["index"] == {PLUGIN: "foo"}
     assert oct(cache.stat().st_mode & 0o777) == "0o644"
     # rewrite a .list in place, the directory's mtime kept: the cache answers
@@ -62,14 +62,14 @@ def test_index_is_cached_until_dpkg_changes_its_info_directory(info):
 def test_a_change_in_the_same_clock_tick_is_not_cached(info):
     age(info, 0)  # just changed: another change could share this mtime
     assert fresh() == {PLUGIN: "foo"}
-    assert not provenance.INDEX_CACHE.exists() and provenance._index == (0, {})
+    assert not dpkg.INDEX_CACHE.exists() and dpkg._index == (0, {})
 
 
 @pytest.mark.parametrize("tamper", ["world-writable", "other-owner", "garbage", "symlink"])
 def test_an_untrusted_or_corrupt_cache_is_ignored(info, tmp_path, tamper):
     age(info, 60)
     fresh()
-    cache = provenance.INDEX_CACHE
+    cache = dpkg.INDEX_CACHE
     lie = {"info_mtime_ns": info.stat().st_mtime_ns, "index": {"/etc/shadow": "evil"}}
     cache.write_text(json.dumps(lie))
     if tamper == "world-writable":

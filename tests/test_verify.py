@@ -25,6 +25,7 @@ import pytest
 
 from conftest import one_program, sh
 from xdphooks import config, verify
+from xdphooks.pkg import rpm as pkg_rpm
 from xdphooks.planner import ObjectFacts
 
 pytestmark = [pytest.mark.kernel, pytest.mark.pkg]
@@ -146,10 +147,10 @@ def test_modified_packaged_object_is_refused_and_the_chain_keeps_running(
     if fmt == "rpm":  # the rpm module (the packaged CLI's python) and rpm -qf agree
         via_module = subprocess.run(
             ["/usr/bin/python3", "-c", "import dataclasses, json, sys; sys.path.insert(0, "
-             f"{str(REPO)!r}); from xdphooks import verify; r = verify._rpm_record(sys.argv[1]); "
+             f"{str(REPO)!r}); from xdphooks.pkg import rpm; r = rpm.record(sys.argv[1]); "
              "print(json.dumps(dataclasses.asdict(r) if r else None))", str(obj)],
             capture_output=True, text=True, check=True).stdout
-        assert json.loads(via_module) == dataclasses.asdict(verify._rpm_record_cli(str(obj)))
+        assert json.loads(via_module) == dataclasses.asdict(pkg_rpm.record_cli(str(obj)))
 
     # a different, valid BPF object where the package's file was (same owner, mode)
     shutil.copyfile(bpf_obj("sv_icmp_drop"), obj)
@@ -204,8 +205,8 @@ def test_rpm_query_takes_the_path_as_data(monkeypatch, tmp_path):
         seen.append(argv)
         return subprocess.CompletedProcess(argv, 1, "", "not owned")
 
-    monkeypatch.setattr(verify.subprocess, "run", fake_run)
-    monkeypatch.setattr(verify.shutil, "which", lambda *a, **k: "/usr/bin/rpm")
+    monkeypatch.setattr(pkg_rpm.subprocess, "run", fake_run)
+    monkeypatch.setattr(pkg_rpm.shutil, "which", lambda *a, **k: "/usr/bin/rpm")
     evil = str(tmp_path / "x; touch pwned $(id).o")
-    assert verify._rpm_record_cli(evil) is None
+    assert pkg_rpm.record_cli(evil) is None
     assert seen and seen[0][-1] == evil and seen[0][-2] == "--"

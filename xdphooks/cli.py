@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -158,19 +157,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _deferred(args) -> int | None:
     """Package-manager context: defer or only record instead of touching the kernel."""
-    pkg = os.environ.get("DPKG_MAINTSCRIPT_PACKAGE")
-    if pkg and pkg != "xdphooks" and args.trigger == "manual":
-        # Another package's maintainer script: let dpkg run us once, at the end.
-        rc = subprocess.run(["/usr/bin/dpkg-trigger", "--no-await", "xdphooks-reconcile"],
-                            check=False).returncode
-        if rc == 0:
-            print("xdphooks: reconcile deferred to the xdphooks-reconcile dpkg trigger")
-            return EXIT_OK
-    offline = ""
-    dpkg_root = os.environ.get("DPKG_ROOT", "")
-    if dpkg_root not in ("", "/"):
-        offline = f"DPKG_ROOT={dpkg_root}"
-    elif args.trigger.startswith(("rpm", "dpkg")) and _in_chroot():
+    from . import pkg
+
+    deferred = pkg.defer(args.trigger)
+    if deferred is not None:
+        print(deferred)
+        return EXIT_OK
+    offline = pkg.offline_root()
+    if not offline and pkg.is_package_trigger(args.trigger) and _in_chroot():
         offline = "chroot install"
     if offline:
         from .paths import Paths

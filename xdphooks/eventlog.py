@@ -22,7 +22,9 @@ import stat
 import syslog
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
+from . import pkg
 from .text import LINE_LIMIT, one_line
 
 JOURNAL_SOCKET = os.environ.get("XDPHOOKS_JOURNAL_SOCKET", "/run/systemd/journal/socket")
@@ -39,9 +41,7 @@ def set_log_file(path: Path) -> None:
 def transaction_context(trigger: str) -> dict[str, str]:
     """Which package transaction caused this run, as far as the environment tells."""
     ctx = {"trigger": trigger}
-    for var, key in (("DPKG_MAINTSCRIPT_PACKAGE", "dpkg_package"),
-                     ("DPKG_RUNNING_VERSION", "dpkg_version"),
-                     ("RPM_PACKAGE_NAME", "rpm_package"), ("SUDO_USER", "sudo_user")):
+    for var, key in (*pkg.context_env(), ("SUDO_USER", "sudo_user")):
         if os.environ.get(var):
             ctx[key] = os.environ[var]
     return ctx
@@ -93,7 +93,7 @@ def _to_syslog(line: str, error: bool) -> None:
     syslog.syslog(syslog.LOG_ERR if error else syslog.LOG_NOTICE, line)
 
 
-def _to_file(record: dict) -> None:
+def _to_file(record: dict[str, Any]) -> None:
     if _log_file is None:
         return
     try:
@@ -149,8 +149,8 @@ def log_file_problem(path: Path, what: str) -> str:
             f"— fix: remove {path} (xdphooks writes a new one)")
 
 
-def parse_records(lines: list[str], fields: dict[str, tuple[type, ...]],
-                  required: tuple[str, ...]) -> tuple[list[dict], int]:
+def parse_records(lines: list[str], fields: Mapping[str, tuple[type, ...]],
+                  required: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
     """JSON-lines records whose ``fields`` have the given types (numbers finite), and how
     many lines were not such a record (torn by a crash, or garbage): those are
     skipped, never fatal. Unknown keys must hold strings (context added by newer
@@ -170,7 +170,7 @@ def parse_records(lines: list[str], fields: dict[str, tuple[type, ...]],
     return out, bad
 
 
-def _typed(value, types_: tuple[type, ...]) -> bool:
+def _typed(value: object, types_: tuple[type, ...]) -> bool:
     if isinstance(value, bool) and bool not in types_:
         return False
     if not isinstance(value, types_):
@@ -189,10 +189,10 @@ CHANGE_REQUIRED = ("time", "message")
 TIME_MAX = 1e11  # seconds since the epoch: year 5138, beyond any real record
 
 
-def read_history(path: Path, limit: int = 50, warnings: list[str] | None = None) -> list[dict]:
+def read_history(path: Path, limit: int = 50, warnings: list[str] | None = None) -> list[dict[str, Any]]:
     """The newest ``limit`` change records (older file first). Damaged lines are skipped;
     with ``warnings``, one warning saying how many is appended to it."""
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     bad = 0
     for p in (path.with_suffix(".log.1"), path):
         recs, n = parse_records(read_lines(p, "change log"), CHANGE_FIELDS, CHANGE_REQUIRED)

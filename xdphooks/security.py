@@ -176,6 +176,12 @@ def read_regular(path: Path | str, what: str, plugin: str | None = None,
     return read_checked(Path(path), what, plugin, limit=limit, trusted=False)
 
 
+def is_root() -> bool:
+    """The one test for "may we change the system": effective uid 0 (capabilities
+    alone are not enough, the state and pins are root-owned)."""
+    return os.geteuid() == 0
+
+
 def ensure_private_dir(path: Path, mode: int = 0o700) -> None:
     """Create (or accept) a root-only directory; refuse one planted by someone else."""
     try:
