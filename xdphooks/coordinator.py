@@ -37,7 +37,7 @@ from .model import Change, Chain, InterfaceRef, Plan, constants_json, map_settin
 from .paths import Paths, parse_gen_dir
 from .plugins import Plugins, discover
 from . import recover
-from . import pinowner
+from . import pinalias, pinowner
 from .security import ensure_private_dir
 from .state import InterfaceRecord, ProgramRecord, State
 
@@ -380,6 +380,7 @@ def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> 
             sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
                                 error=change.reason)
     _collect_garbage(sess)
+    result.warnings += pinalias.maintain(paths, sess.state)
     sess.state.last_run = {
         "time": time.time(), "trigger": opts.trigger,
         "applied": [f"{c.action} {c.interface}" for c in result.applied],
@@ -599,6 +600,7 @@ def _apply(sess: Session, change: Change, opts: Options,
         gen_dir.mkdir(parents=True, mode=0o700)
         for name, fd in built.pins.items():
             libbpf.obj_pin(fd, str(gen_dir / name))
+        pinalias.pin(sess.paths, sess.state, iface, chain.entries, built.maps)
         crashpoint("after-pin")
         sent = True
         try:
@@ -795,6 +797,7 @@ def teardown(paths: Paths, only: str | None, trigger: str = "manual") -> list[st
                       action="teardown")
             done.append(str(iface))
         left = [str(i) for i, _ in todo[len(done):]]
+        pinalias.maintain(paths, state)  # before the maps' own pins go
         if not only and not left and not _foreign_notes(state):  # another namespace's pins stay
             bpffs.rmtree(paths.pin_root)
         try:

@@ -176,6 +176,13 @@ class XdpProgram:
         unknown map or key, a value out of range, a change a pinned map cannot take)
         with an error naming the plugin, and applied in both backends
         (xdphooks/mapsettings.py).
+    :param pin_aliases: where the program's own userspace expects its maps, by map
+        name: ``{"flow_table": "/sys/fs/bpf/suricata/flow_table"}``. Each pinned map
+        is pinned there too (absolute paths on a bpffs), kept across relinks, removed
+        when the program leaves every chain, refused when something else is pinned
+        there (xdphooks/pinalias.py).
+    :param pin_root: libbpf's ``LIBBPF_PIN_BY_NAME`` layout: every pinned map is also
+        pinned at ``<pin_root>/<map name>`` (libbpf's default root is ``/sys/fs/bpf``).
     """
 
     name: str
@@ -189,6 +196,8 @@ class XdpProgram:
     link: Link | None = None
     constants: Mapping[str, ConstantValue] | None = None
     maps: Mapping[str, Mapping[str, int | bool]] | None = None
+    pin_aliases: Mapping[str, str] | None = None
+    pin_root: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.link, str) and not isinstance(self.link, Link):
@@ -210,6 +219,8 @@ class XdpProgram:
             from .mapsettings import freeze
 
             object.__setattr__(self, "maps", freeze(self.maps))
+        if self.pin_aliases is not None and not isinstance(self.pin_aliases, tuple):
+            object.__setattr__(self, "pin_aliases", tuple(sorted(dict(self.pin_aliases).items())))
 
 
 def program_problems(p: XdpProgram) -> list[str]:
@@ -257,6 +268,10 @@ def program_problems(p: XdpProgram) -> list[str]:
         out += declaration_problems(p.maps)
     if p.link is not None and not isinstance(p.link, Link):
         out.append(f"link {p.link!r} must be one of {', '.join(k.value for k in Link)}")
+    if p.pin_aliases is not None or p.pin_root is not None:
+        from .pinalias import declaration_problems as alias_problems
+
+        out += alias_problems(p.pin_aliases, p.pin_root)
     return out
 
 
@@ -367,6 +382,9 @@ class ChainEntry:
     maps_of: str = ""
     #: XdpProgram.maps frozen: ((map, ((key, value), ...)), ...) (mapsettings.freeze)
     map_settings: tuple = ()
+    #: XdpProgram.pin_aliases as ((map, path), ...) and pin_root ("" if none)
+    pin_aliases: tuple[tuple[str, str], ...] = ()
+    pin_root: str = ""
 
     def sort_key(self) -> tuple[int, str]:
         return (self.priority, self.name)
@@ -379,7 +397,9 @@ class ChainEntry:
                 **({"constants": constants_json(self.constants)} if self.constants else {}),
                 **({"maps_of": self.maps_of} if self.maps_of else {}),
                 **({"maps": map_settings_json(self.map_settings)}
-                   if self.map_settings else {})}
+                   if self.map_settings else {}),
+                **({"pin_aliases": dict(self.pin_aliases)} if self.pin_aliases else {}),
+                **({"pin_root": self.pin_root} if self.pin_root else {})}
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,8 @@ def resolve(
         link = _first(override.link if override else None, prog.link, config.link, Link.SPLICE)
         entry = ChainEntry(prog.name, plugin, fact.path, program, priority, policy,
                            prog.required, prog.pin_maps, fact.digest, link,
-                           tuple(prog.constants or ()), map_settings=tuple(prog.maps or ()))
+                           tuple(prog.constants or ()), map_settings=tuple(prog.maps or ()),
+                           pin_aliases=tuple(prog.pin_aliases or ()), pin_root=prog.pin_root or "")
         out.append(Placed(entry, tuple(patterns)))
     return _share_object_maps(out), problems
 

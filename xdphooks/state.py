@@ -78,11 +78,23 @@ class InterfaceRecord:
 
 
 @dataclass
+class AliasRecord:
+    """A map pinned where its program's own userspace expects it (xdphooks/pinalias.py)."""
+
+    program: str
+    plugin: str
+    map: str
+    map_id: int = 0
+
+
+@dataclass
 class State:
     version: int = STATE_VERSION
     generation: int = 0  # bumped on every build; names pin directories
     interfaces: dict[str, InterfaceRecord] = field(default_factory=dict)  # key: InterfaceRef.key
     last_run: dict[str, Any] = field(default_factory=dict)  # time, trigger, result, errors
+    #: alias pin path -> whose map it is; xdphooks removes only the pins recorded here
+    pin_aliases: dict[str, AliasRecord] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -309,8 +321,17 @@ def _from_dict(data: Any, pin_root: Path | None) -> tuple[State, list[str]]:
     except Damage as e:
         problems.append(str(e))
         last_run = {}
+    aliases: dict[str, AliasRecord] = {}
+    raw = data.get("pin_aliases", {})
+    for path, rec in (raw.items() if isinstance(raw, dict) else ()):
+        try:  # an alias path is only ever unlinked if it still holds the recorded map
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise Damage(f"pin_aliases key {path!r} is not an absolute path")
+            aliases[path] = build(AliasRecord, rec, f"pin_aliases[{path!r}]")
+        except Damage as e:
+            problems.append(str(e))
     return State(version=version, generation=generation, interfaces=ifaces,
-                  last_run=last_run), problems
+                  last_run=last_run, pin_aliases=aliases), problems
 
 
 def load(path: Path, pin_root: Path | None = None) -> tuple[State, str]:
