@@ -232,3 +232,62 @@ def test_profile_times_every_spliced_slot(spliced):
     after = _status(xh)
     assert (after["prog_id"], after["fingerprint"]) == (before["prog_id"], before["fingerprint"])
     assert not list(Path(xh.bpffs).glob("**/watch"))
+
+
+LONG_PLUGIN = """
+from xdphooks import XdpProgram, hookimpl
+@hookimpl
+def xdphooks_programs():
+    return [XdpProgram(name=f"c{{i}}", object="sv_count.o", priority=10 + i,
+                       interfaces=({iface!r},)) for i in range({n})] + [
+        XdpProgram(name="udp9", object="sv_udp9_tx.o", priority=1000, interfaces=({iface!r},))]
+"""
+
+
+def test_segmented_chain_of_66_last_segment_traced_and_every_slot_profiled(xh, veth, bpf_obj):
+    """65 counting programs (one map each: the kernel's 64 maps per program split the
+    chain into tail-called segments) and udp9 last, in the last segment."""
+    quiet(veth)
+    xh.write_config('mode = "static"\ncounters = true\n\n[programs.udp9]\n'
+                    'policy = { tx = "log" }\n')
+    xh.add_object(bpf_obj("sv_count"), "sv_count.o")
+    xh.add_object(bpf_obj("sv_udp9_tx"), "sv_udp9_tx.o")
+    xh.add_plugin("long", LONG_PLUGIN.format(iface=veth.iface, n=65))
+    xh.run("reconcile", timeout=600)
+    before = _status(xh)
+    assert len(before["programs"]) == 66
+    assert list(Path(before.get("pin_dir") or xh.bpffs).glob("**/segments")), \
+        "expected a segmented chain"
+    assert {p["link"] for p in before["programs"]} == {"spliced"}, before
+    tracer = xh_popen(xh, "trace", "--live", veth.iface, "udp9", "--count", "3",
+                      "--seconds", "120")
+    try:
+        first = tracer.stdout.readline()
+        assert first.startswith("live trace of udp9 (slot 65, spliced)"), \
+            first + tracer.communicate(timeout=30)[1]
+        sender = send_udp(veth, 3)
+        out, err = tracer.communicate(timeout=180)
+        sender.wait(timeout=30)
+    finally:
+        tracer.kill()
+    assert tracer.returncode == 0, err
+    pkts = [ln for ln in out.splitlines() if " B  " in ln]
+    assert len(pkts) == 3 and all(" tx " in ln and "chain: log" in ln for ln in pkts), out
+    sender = send_udp(veth, 100000, seconds=60.0, gap=0.002)
+    try:
+        time.sleep(0.5)
+        data = json.loads(xh.run("status", "--profile", "1", "--json", timeout=300).stdout)
+    finally:
+        sender.kill()
+        sender.wait()
+    (iface,) = data["interfaces"]
+    assert len(iface["programs"]) == 66
+    for p in iface["programs"]:
+        assert abs(p["calls"] - iface["instrumented_packets"]) <= 5, (p, iface)
+        assert p["ns_per_call_raw"] > 0, p
+    after = _status(xh)
+    assert (after["prog_id"], after["fingerprint"]) == (before["prog_id"], before["fingerprint"])
+    c0 = next(p for p in after["programs"] if p["name"] == "c0")
+    assert c0["packets"] >= next(p for p in before["programs"] if p["name"] == "c0")["packets"] \
+        + 3 + iface["instrumented_packets"]  # counted across both watches
+    assert not list(Path(xh.bpffs).glob("**/watch"))

@@ -150,6 +150,7 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
             print(f"live trace of {prog.name} (slot {prog.slot}, {link}) on {iface}: up to "
                   f"{args.count} packet(s) or {args.seconds:g} s; instrumented chain id "
                   f"{w.prog_id} swapped in for the watch", file=text, flush=True)
+            t0 = time.monotonic()  # --seconds counts from the swap, not from the build
 
             def on_sample(raw: bytes) -> bool:
                 nonlocal n
@@ -169,7 +170,7 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
                 return n < args.count
 
             with RingBuffer(ring, on_sample) as rb:
-                deadline = t0 + args.seconds
+                deadline = time.monotonic() + args.seconds
                 while n < args.count and time.monotonic() < deadline:
                     try:
                         rb.poll(int(min(POLL_S, max(deadline - time.monotonic(), 0)) * 1000)
@@ -185,6 +186,6 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
         if out is not None and args.pcap != "-":
             out.close()
     how = f"; stopped by {stopped[0]}" if stopped else ""
-    print(f"{n} packet(s) in {time.monotonic() - t0:.1f} s{how}; tracer detached (the "
-          "untraced chain runs again)", file=text, flush=True)
+    print(f"{n} packet(s) in {time.monotonic() - t0:.1f} s{how}; the untraced chain runs "
+          "again; tracer detached", file=text, flush=True)
     return 130 if stopped and stopped[0] == "SIGINT" else 0

@@ -49,11 +49,20 @@ def rootlet_path(data_dir: Path) -> Path:
 # --- build ----------------------------------------------------------------------------------
 
 
-def _segments(ctx: BuildContext, results, rootlet: Path) -> list[list[int]]:
+def _watch_maps(ctx: BuildContext) -> int:
+    """Maps a watched build's instrumentation adds to each segment (its ring, its
+    profile array: referenced by fd, they count against MAX_USED_MAPS all the same)."""
+    ins = ctx.instrument
+    return 0 if ins is None else (ins.ring_fd >= 0) + (ins.prof_fd >= 0)
+
+
+def _segments(ctx: BuildContext, results, rootlet: Path,
+              reserve: int | None = None) -> list[list[int]]:
     """Split the chain into linked programs that each stay within the kernel's
     MAX_USED_MAPS and MAX_SLOTS slots, in chain order; one segment unless needed."""
     from ..link.rewrite import count_maps
     root_maps, root_data = count_maps(str(rootlet))
+    root_maps += _watch_maps(ctx) if reserve is None else reserve
     segs: list[list[int]] = [[]]
     used, data = root_maps, set(root_data)
     entries = ctx.chain.entries
@@ -209,6 +218,14 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
     # and the kernel wants the same flag on both sides of one)
     single = [(e.name, e.plugin) for e, r in zip(entries, results) if not r.frags]
     segments = _segments(ctx, results, rootlet)
+    if _watch_maps(ctx) and segments != _segments(ctx, results, rootlet, reserve=0) \
+            and any(r.data_sections for r in results):
+        # globals are shared segment by segment with the running chain
+        raise LimitError(f"interface {ctx.interface}: the watch's own maps move the "
+                         "boundaries between the chain's linked programs (a segment uses "
+                         "nearly all the kernel's 64 maps) and the chain has global "
+                         "variables, so the watched build could not share them; nothing "
+                         "was watched", fix="watch a chain with fewer maps per segment")
     linked = []
     for k, seg in enumerate(segments):
         linked.append(work / f"chain{k}.o")
