@@ -17,13 +17,17 @@ from freplace_support import both_modes
 
 
 def globals_of(xh, prog: str) -> dict[str, int]:
-    """{variable: value} of ``prog``'s globals in the attached chain (static: the root's
-    maps, names with the slot prefix; freplace: the EXT program's)."""
+    """{variable: value} of ``prog``'s globals in the attached chain (static: the slot's
+    pinned section maps; freplace: the EXT program's)."""
     from xdphooks.backends.base import running_globals
+    from xdphooks.backends.globalpins import pinned_globals
     from xdphooks.kernel import libbpf
 
     (gen,) = [g for g in (xh.bpffs / "xdphooks/if").glob("*/g*")]
     pin = gen / f"prog-{prog}" if (gen / f"prog-{prog}").exists() else gen / "root"
+    if pin.name == "root":  # static: the slot's own .data/.bss maps, pinned with its maps
+        return {n: int.from_bytes(raw, "little") for n, (_, raw) in
+                pinned_globals(xh.bpffs / "xdphooks/maps" / prog).items()}
     with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
         found = running_globals(fd)
     out = {}

@@ -108,6 +108,7 @@ def run_one(paths: Paths, rec: InterfaceRecord, p: ProgramRecord, packet: bytes,
     from .backends.base import apply_constants, data_maps, object_globals, pin_map, \
         write_globals
     from .kernel import libbpf
+    from .backends.globalpins import pinned_globals
     from .link.globals import carry
 
     entry = entry_of(p)
@@ -130,7 +131,11 @@ def run_one(paths: Paths, rec: InterfaceRecord, p: ProgramRecord, packet: bytes,
         obj.load()
         variables, defaults = object_globals(path)
         if defaults:
-            old, old_name = _running_globals(rec, p)
+            # a static slot's own section maps, pinned (backends/globalpins.py), else
+            # what the running chain holds
+            old, old_name = pinned_globals(pin_dir), (lambda n: n)
+            if not old:
+                old, old_name = _running_globals(rec, p)
             contents, _ = carry(old, variables, defaults, old_name)
             write_globals(data_maps(obj), contents)
         return libbpf.prog_test_run(obj.program(program).fd, packet)

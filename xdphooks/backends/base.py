@@ -147,13 +147,13 @@ def running_globals(prog_fd: int) -> dict:
     """Every .data/.bss variable of a loaded program's internal maps, with its bytes."""
     from ..kernel import libbpf
     from ..link.btf import Btf
-    from ..link.globals import DATA_SECTIONS, kernel_vars
+    from ..link.globals import base_section, kernel_vars
 
     out: dict = {}
     for mid in libbpf.prog_info(prog_fd, map_ids=True)[1]:
         with libbpf.fd_closing(libbpf.map_fd_by_id(mid)) as fd:
             info = libbpf.map_info(fd)
-            if not info.name.decode(errors="replace").endswith(DATA_SECTIONS) \
+            if base_section(info.name.decode(errors="replace")) is None \
                     or not info.btf_id or not info.btf_value_type_id:
                 continue
             value = libbpf.map_lookup(fd, bytes(4), info.value_size) or b""

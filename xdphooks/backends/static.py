@@ -27,6 +27,7 @@ from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
                    load_tail_targets, object_globals, pin_map, running_globals,
                    tail_call_targets, write_globals)
+from . import globalpins
 from .preflight import preflight as run_preflight
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
@@ -257,6 +258,9 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         warnings = [] if ctx.share_globals is not None else _carry_globals(
             ctx, objs, [work / f"root{k}.o" for k in range(len(objs))], segments, entries,
             results)
+        if ctx.share_globals is None:  # each slot's .data/.bss: carried only if not reused
+            warnings += globalpins.settle(ctx, objs, segments, entries, results,
+                                          lambda: _previous_globals(ctx.previous.gen_dir))
         timings["load"] = time.perf_counter() - t1
         pins = {"root": prog_fd, "counters": counters_fd, "events": events_fd, **tail_pins}
         if len(objs) > 1:
@@ -478,6 +482,8 @@ def _load(ctx: BuildContext, path: Path, entries, results, shared: dict[str, int
                     # None also overrides LIBBPF_PIN_BY_NAME for maps not kept
                     pin_map(m, str(ctx.map_pin_dir(entry) / orig)
                             if orig in wanted and not fresh else None)
+            if not fresh:  # the slot's .data/.bss: its pinned maps, when their layout holds
+                globalpins.reuse_pins(ctx, by_name, entry, res.prefix, res.source)
         for name in abi.ROOT_MAPS + (abi.SEGMENTS_MAP,):
             by_name[name].set_pin_path(None)
             if name in shared:

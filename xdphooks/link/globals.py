@@ -12,12 +12,37 @@ maps after pre-flight, so the canned packets leave no trace in the globals eithe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from .btf import KIND_DATASEC, KIND_VAR, Btf
 
 DATA_SECTIONS = (".data", ".bss")
+#: a static chain's slot keeps its .data/.bss in sections of its own (link/rewrite.py),
+#: so in maps of their own, pinned with the component's maps (backends/globalpins.py)
+SLOT_SECTION_FMT = "{section}.xdph_{tag}"
+_SLOT_SECTION = re.compile(r"^(\.data|\.bss)\.xdph_(\w+)$")
+
+
+def slot_section(section: str, prefix: str) -> str:
+    """The section (and internal map: at most 15 characters) of a slot's ``section``."""
+    return SLOT_SECTION_FMT.format(section=section, tag=prefix.rstrip("_"))
+
+
+def base_section(name: str) -> str | None:
+    """".data"/".bss" for a data section or internal map name of either form (a map
+    name libbpf prefixed with the object's name included), else None."""
+    m = _SLOT_SECTION.match(name)
+    if m:
+        return m.group(1)
+    return next((s for s in DATA_SECTIONS if name.endswith(s)), None)
+
+
+def slot_prefix(name: str) -> str:
+    """The symbol prefix of the slot a per-slot section belonged to ("" for others)."""
+    m = _SLOT_SECTION.match(name)
+    return m.group(2) + "_" if m else ""
 
 
 @dataclass(frozen=True)
@@ -54,13 +79,31 @@ def kernel_vars(btf: Btf, datasec_id: int, value: bytes) -> dict[str, tuple[Var,
     if not 0 < datasec_id < len(btf.types) or btf.types[datasec_id].kind != KIND_DATASEC:
         return {}
     ds = btf.types[datasec_id]
+    section = base_section(ds.name) or ds.name  # a slot's section reads as .data/.bss
     out = {}
     for tid, off, size in ds.members():
         var = btf.types[tid] if tid < len(btf.types) else None
         if var is not None and var.kind == KIND_VAR and off + size <= len(value):
-            out[var.name] = (Var(ds.name, off, size, _kind(btf, var.size_type)),
+            out[var.name] = (Var(section, off, size, _kind(btf, var.size_type)),
                              value[off:off + size])
     return out
+
+
+def unprefixed(found: Mapping[str, tuple[Var, bytes]], prefix: str) -> dict[str, tuple[Var, bytes]]:
+    """``found`` (one slot's section map) by the names in the component's own object:
+    its global variables lose the slot's prefix, its static ones have none."""
+    return {(n[len(prefix):] if prefix and n.startswith(prefix) else n): v
+            for n, v in found.items()}
+
+
+def same_layout(old: Mapping[str, tuple[Var, bytes]], new: Mapping[str, Var], section: str,
+                size: int, old_size: int) -> bool:
+    """Whether a section map with variables ``old`` can serve as the new object's
+    ``section`` as it is: same size, and every variable at the same offset with the
+    same size and kind (names included: a renamed variable is another variable)."""
+    mine = {n: (v.offset, v.size, v.kind) for n, v in new.items() if v.section == section}
+    theirs = {n: (v.offset, v.size, v.kind) for n, (v, _) in old.items()}
+    return size == old_size and mine == theirs
 
 
 def carry(old: Mapping[str, tuple[Var, bytes]], new: Mapping[str, Var],

@@ -30,6 +30,7 @@ from ..abi import is_frags_section
 from ..errors import ObjectError
 from . import elf as E
 from .elf import REBUILD, shown
+from .globals import DATA_SECTIONS, slot_section
 from .btf import (KIND_DATASEC, KIND_FUNC, KIND_VAR, LINKAGE_EXTERN, LINKAGE_GLOBAL, Btf,
                   BtfExt)
 
@@ -277,6 +278,12 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             # keep the component's copy under a private name (libbpf skips it)
             c.name = f"{s.name}.xdph.{prefix.rstrip('_')}"
             sec_renames[s.name] = c.name
+        elif s.name in DATA_SECTIONS:
+            # each slot's .data/.bss in a section of its own: libbpf makes every
+            # ".data.*"/".bss.*" section a separate internal map, which the backend
+            # keeps pinned with the component's maps (backends/globalpins.py)
+            c.name = slot_section(s.name, prefix)
+            sec_renames[s.name] = c.name
         if "nobits_size" in s.__dict__:
             c.__dict__["nobits_size"] = s.__dict__["nobits_size"]
         out_secs.append(c)
@@ -393,6 +400,8 @@ def rewrite(src: str, out: str, slot: int, program: str | None = None,
             c = out_secs[remap[s.index]]
             c.data = E.pack_rels(remap_rels(s))
             c.info = remap[s.info]
+            if elf.sections[s.info].name in sec_renames:  # .rel.data follows .data
+                c.name = ".rel" + sec_renames[elf.sections[s.info].name]
     if text_rels:
         text_rels.sort(key=lambda r: r.offset)
         out_secs.append(E.Section(".rel.text", E.SHT_REL, 0x40, E.pack_rels(text_rels), 0,
