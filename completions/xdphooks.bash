@@ -78,7 +78,11 @@ _xdphooks()
             _xdphooks_complete_ifaces "$cur"; return ;;
         --textfile)
             COMPREPLY=($(compgen -d -- "$cur")); return ;;
-        --watch|--seconds|--udp|--tcp|-n|--lines|--profile|--count|--listen)
+        --pcap)
+            COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --capture)
+            COMPREPLY=($(compgen -W "exit entry entry,exit" -- "$cur")); return ;;
+        --watch|--seconds|--udp|--tcp|-n|--lines|--profile|--count|--listen|--snaplen)
             return ;;  # a number or a packet description: nothing to offer
     esac
 
@@ -98,7 +102,7 @@ _xdphooks()
         status)    opts="--json --watch --brief --profile" ;;
         teardown)  opts="--all" ;;
         doctor)    opts="--capabilities-json" ;;
-        trace)     opts="--udp --tcp --file --live --count --seconds" ;;
+        trace)     opts="--udp --tcp --file --live --count --seconds --pcap --snaplen --capture" ;;
         watch)     opts="--seconds" ;;
         events)    opts="" ;;
         history)   opts="-n --lines --json" ;;
