@@ -1,12 +1,13 @@
 """Attach xdphooks' own tracing programs (fentry/fexit) to one component of a
-running chain, for ``status --profile`` and ``trace --live``.
+running freplace chain, for ``status --profile`` and ``trace --live``.
 
-The attach point is the component's function in the running kernel program:
-``xdph_slot_<N>`` in a static root whose slot is a real call, or the component's
-EXT program in a freplace chain (the kernel allows fentry/fexit on EXT programs,
-though not on other tracing programs). A spliced static slot has no function left:
-that is refused with the fix (``link = "call"``). Nothing is attached to a chain
-except while a command runs, so a chain pays nothing otherwise.
+The attach point is the component's EXT program (the kernel allows fentry/fexit on
+EXT programs, though not on other tracing programs). Static chains are watched
+through an instrumented build instead (xdphooks/watchlease.py), which works for
+spliced slots and on kernels that refuse fentry/fexit on BPF programs (EPERM);
+:func:`target` still resolves ``xdph_slot_<N>`` of a called static slot and refuses
+a spliced one, for callers that want the tracer there. Nothing is attached to a
+chain except while a command runs, so a chain pays nothing otherwise.
 """
 
 from __future__ import annotations
