@@ -291,3 +291,33 @@ def test_segmented_chain_of_66_last_segment_traced_and_every_slot_profiled(xh, v
     assert c0["packets"] >= next(p for p in before["programs"] if p["name"] == "c0")["packets"] \
         + 3 + iface["instrumented_packets"]  # counted across both watches
     assert not list(Path(xh.bpffs).glob("**/watch"))
+
+
+def test_no_packet_missed_or_counted_twice_across_both_swaps(spliced):
+    """Traffic runs through the swap in, the watch and the swap back: every datagram is
+    counted once by the chain's counters (shared by both builds) and once by the
+    component's own pinned map."""
+    xh, veth, before = spliced
+    from xdphooks.kernel import libbpf
+
+    def own_count() -> int:
+        pins = list(Path(xh.bpffs).glob("**/counter/sv_pkts"))
+        assert len(pins) == 1, pins
+        with libbpf.fd_closing(libbpf.obj_get(str(pins[0]))) as fd:
+            return int.from_bytes(libbpf.map_lookup(fd, bytes(4), 8), "little")
+
+    own0 = own_count()
+    sender = send_udp(veth, 600, seconds=60, gap=0.005)
+    time.sleep(0.3)  # traffic before the swap in ...
+    proc = xh.run("trace", "--live", veth.iface, "udp9", "--count", "100000",
+                  "--seconds", "1", timeout=120)  # ... during the watch, and after it
+    sender.wait(timeout=90)
+    time.sleep(0.3)
+    assert sender.returncode == 0
+    seen = [ln for ln in proc.stdout.splitlines() if " B  " in ln]
+    assert 0 < len(seen) < 600, proc.stdout  # the watch saw some, not all
+    after = _status(xh)
+    for name in ("counter", "udp9", "adjust"):
+        assert _packets(after, name) - _packets(before, name) == 600, (name, after)
+    assert own_count() - own0 == 600
+    assert after["prog_id"] == before["prog_id"]
