@@ -28,6 +28,23 @@ _xdphooks_interfaces()
     ip netns list 2>/dev/null | awk '{ print $1 "/" }'
 }
 
+# The interfaces xdphooks chains (NETNS/IFNAME or IFNAME), from "xdphooks status
+# --json" (indent 2: an interface's own keys are at 6 spaces, its programs' deeper).
+_xdphooks_chained()
+{
+    xdphooks status --json 2>/dev/null | awk '
+        /^      "name": "/  { n = $0; sub(/^      "name": "/, "", n); sub(/",?$/, "", n) }
+        /^      "netns": "/ { s = $0; sub(/^      "netns": "/, "", s); sub(/",?$/, "", s)
+                              print s "/" n }
+        /^      "netns": null/ { print n }'
+}
+
+_xdphooks_complete_chained()
+{
+    local IFS=$'\n'
+    COMPREPLY=($(compgen -W "$(_xdphooks_chained)" -- "$1"))
+}
+
 _xdphooks_complete_ifaces()
 {
     local IFS=$'\n'
@@ -115,7 +132,8 @@ _xdphooks()
         return
     fi
     case $cmd in
-        teardown|trace|events) _xdphooks_complete_ifaces "$cur" ;;
+        # only the chained interfaces make sense here, not every host interface
+        teardown|trace|events) _xdphooks_complete_chained "$cur" ;;
     esac
 }
 

@@ -347,8 +347,11 @@ def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> 
             result.skipped = pending[i:]
             break
         where = str(change.interface)
-        packages = _incoming_packages(sess, change)
+        outgoing = _outgoing_packages(sess, change)  # before _apply replaces the record
+        packages = tuple(sorted({*_incoming_packages(sess, change), *outgoing}))
         restored = _restored(sess, change)  # before _apply replaces the record
+        if outgoing:
+            restored += f"; outgoing: programs of {', '.join(outgoing)}"
         try:
             result.warnings += _apply(sess, change, opts, guard)
             result.applied.append(change)
@@ -375,6 +378,7 @@ def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> 
                       error=True, interface=where, action=change.action, packages=packages)
             sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
                                 error=e.line())
+    refused, foreign = _log_refusals(sess, opts)
     for change in sess.plan.changes:
         if change.refused:
             sess.plugins.notify("xdphooks_reconcile_failed", interface=change.interface,
@@ -387,6 +391,8 @@ def _reconcile_locked(sess: Session, opts: Options, guard: signals.Deferral) -> 
         "failed": result.failed,
         "problems": [str(p) for p in sess.plan.problems],
         **drift.run_times(sess.state.last_run or {}, bool(result.failed)),
+        **({"refused": refused} if refused else {}),
+        **({"foreign": foreign} if foreign else {}),
     }
     try:
         state_mod.save(paths.state_file, sess.state)
@@ -546,6 +552,54 @@ def _incoming_packages(sess: Session, change: Change) -> tuple[str, ...]:
                          if owners.get(p, {}).get("package")}))
 
 
+def _outgoing_packages(sess: Session, change: Change) -> tuple[str, ...]:
+    """The packages whose programs a change removes or replaces (a detach, a plugin
+    removed or upgraded): recorded with each program when it was attached, since a
+    removed package's files and database entry are gone by now."""
+    rec = sess.state.interfaces.get(change.interface.key)
+    if rec is None:
+        return ()
+    keep = {e.name: e.digest for e in change.desired.entries} if change.desired else {}
+    going = [p for p in rec.programs if keep.get(p.name) != p.digest]
+    pkgs = {p.package for p in going if p.package}
+    if any(not p.package for p in going):  # a record from before ProgramRecord.package
+        owners = _plugin_packages(sess)
+        pkgs |= {owners[p.plugin] for p in going if not p.package and owners.get(p.plugin)}
+    return tuple(sorted(pkgs))
+
+
+def _plugin_packages(sess: Session) -> dict[str, str]:
+    """{plugin: the package it came from} for the drop-in plugins a package owns."""
+    try:
+        from .provenance import plugin_owners
+
+        return {k: v["package"] for k, v in plugin_owners(sess.paths).items()
+                if isinstance(v.get("package"), str)}
+    except Exception:  # noqa: BLE001 - provenance is for the log only
+        return {}
+
+
+def _log_refusals(sess: Session, opts: Options) -> tuple[dict[str, str], dict[str, int]]:
+    """Each refused change in the change log (once, while its reason stays the same),
+    and for the run's record: {interface: why}, and {interface: foreign program id}
+    where another program took the interface over (status --brief says so)."""
+    before = (sess.state.last_run or {}).get("refused") or {}
+    refused: dict[str, str] = {}
+    foreign: dict[str, int] = {}
+    for change in sess.plan.changes:
+        if not change.refused:
+            continue
+        where = str(change.interface)
+        refused[where] = str(change.refusal)
+        obs = sess.observed.get(change.interface)
+        if obs is not None and obs.attached_id and not obs.ours:
+            foreign[where] = obs.attached_id
+        if before.get(where) != refused[where]:
+            log_event(f"refused {where}: {change.refusal}", trigger=opts.trigger, error=True,
+                      interface=where, action="refused")
+    return refused, foreign
+
+
 def _apply(sess: Session, change: Change, opts: Options,
            guard: signals.Deferral | None = None) -> list[str]:
     """Build, pin, swap and record one change; returns the backend's warnings. Runs in
@@ -625,6 +679,7 @@ def _apply(sess: Session, change: Change, opts: Options,
         shutil.rmtree(workdir, ignore_errors=True)
     root_id = xdp.pinned_prog_id(gen_dir / "root")
     _drain_old_events(sess, iface)
+    owners = _plugin_packages(sess)
     sess.state.interfaces[iface.key] = InterfaceRecord(
         netns=iface.netns, name=iface.name, ifindex=ifindex, mode=built.mode, prog_id=root_id,
         netns_id=netns_identity(iface.netns),
@@ -633,6 +688,7 @@ def _apply(sess: Session, change: Change, opts: Options,
                                 e.program, e.digest,
                                 built.slot_prog_ids[i] if i < len(built.slot_prog_ids) else 0, i,
                                 constants=constants_json(e.constants),
+                                package=owners.get(e.plugin, ""),
                                     maps=map_settings_json(e.map_settings), **_link_fields(built, i))
                   for i, e in enumerate(chain.entries)],
         updated=time.time(), trigger=opts.trigger,

@@ -100,6 +100,10 @@ class Paths:
         return self.state_dir / "state.json"
 
     @property
+    def cache_dir(self) -> Path:  # caches of what the host's package database says
+        return self._p("var/cache/xdphooks")
+
+    @property
     def run_dir(self) -> Path:
         return self._p("run/xdphooks")
 

@@ -148,6 +148,13 @@ def resolve(
                            tuple(prog.constants or ()), map_settings=tuple(prog.maps or ()),
                            pin_aliases=tuple(prog.pin_aliases or ()), pin_root=prog.pin_root or "")
         out.append(Placed(entry, tuple(patterns)))
+    for name in sorted(set(config.programs) - set(declarers)):
+        # a misspelt table would otherwise change nothing, silently
+        known = ", ".join(sorted(declarers)) or "none"
+        problems.append(Problem(
+            "warning", None, f"[programs.{name}] in xdphooks.toml names no program any "
+            f"plugin declares (known programs: {known}); the table is ignored",
+            "correct the table's name to one of the known programs, or remove it"))
     return _share_object_maps(out), problems
 
 

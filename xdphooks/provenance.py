@@ -25,6 +25,13 @@ def plugin_owners(paths: Paths,
     ``modified`` is true when the plugin file or one of its objects no longer
     matches the digest its package recorded.
     """
+    from .pkg import dpkg
+
+    with dpkg.cache_in(paths.cache_dir):  # under --root, never the host's /var/cache
+        return _plugin_owners(paths, objects)
+
+
+def _plugin_owners(paths: Paths, objects: dict[str, list[str]] | None) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for d in (paths.plugin_dir, paths.admin_plugin_dir):
         try:

@@ -50,6 +50,7 @@ class ProgramRecord:
     link_reason: str = ""  # why a program asked to be spliced was called
     constants: dict[str, Any] = field(default_factory=dict)  # its const volatile values
     maps: dict[str, Any] = field(default_factory=dict)  # its XdpProgram.maps settings
+    package: str = ""  # the package its plugin came from, when attached (for history)
 
 
 @dataclass
@@ -281,7 +282,8 @@ def check_record_paths(key: str, rec: "InterfaceRecord", pin_root: Path | None,
 
 
 LAST_RUN: dict[str, Any] = {"time": float, "trigger": str, "applied": list[str],
-                            "failed": dict[str, str], "problems": list[str]}
+                            "failed": dict[str, str], "problems": list[str],
+                            "refused": dict[str, str], "foreign": dict[str, int]}
 
 
 def _from_dict(data: Any, pin_root: Path | None) -> tuple[State, list[str]]:

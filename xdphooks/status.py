@@ -220,6 +220,10 @@ def render_brief(data: dict) -> str:
     lr = data.get("last_run") or {}
     for iface, msg in (lr.get("failed") or {}).items():
         out.append(f"xdphooks: FAILED {one_line(iface)}: {first_line(msg)}")
+    for iface, prog_id in (lr.get("foreign") or {}).items():
+        out.append(f"xdphooks: {one_line(iface)}: foreign program {prog_id} attached; "
+                   "xdphooks' chain is not running — fix: remove it (ip link set dev IFACE "
+                   "xdp off) or run 'xdphooks reconcile --takeover'")
     return "\n".join(out) or "xdphooks: no chains attached"
 
 

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 from ..atomicfile import write_atomic
 from ..errors import PermissionRefused
@@ -28,8 +30,12 @@ TRIGGER = "xdphooks-reconcile"  # the trigger deb/debian/xdphooks.triggers decla
 # new .list into place and unlinks removed ones, either of which changes it. A
 # result read within RACY_NS of that mtime is not kept (a change in the same
 # clock tick would not show), as git does with its index. The cache describes
-# the system's dpkg database, so like DPKG_INFO it ignores --root.
+# the system's dpkg database (DPKG_INFO ignores --root), but a run under --root
+# writes nothing outside that root, so its copy is kept there (cache_in).
 INDEX_CACHE = Path("/var/cache/xdphooks/dpkg-index.json")
+#: under --root the cache is written below that root, never in the host's /var/cache
+#: (provenance.plugin_owners sets it for the duration of a call: cache_in)
+_cache_dir: Path | None = None
 RACY_NS = 2_000_000_000
 _index: tuple[int, dict[str, str]] = (0, {})
 
@@ -78,10 +84,27 @@ def _scan_lists() -> dict[str, str]:
     return found
 
 
+@contextlib.contextmanager
+def cache_in(cache_dir: Path) -> Iterator[None]:
+    """Keep the index cache in ``cache_dir`` (Paths.cache_dir) meanwhile."""
+    global _cache_dir
+    before, _cache_dir = _cache_dir, cache_dir
+    try:
+        yield
+    finally:
+        _cache_dir = before
+
+
+def _cache_file() -> Path:
+    if _cache_dir is None or _cache_dir == INDEX_CACHE.parent:
+        return INDEX_CACHE
+    return _cache_dir / INDEX_CACHE.name
+
+
 def _read_cache(mtime: int) -> dict[str, str] | None:
     """The cached index if root wrote it for this state of dpkg's database."""
     try:
-        data = json.loads(read_trusted(INDEX_CACHE, "dpkg index cache"))
+        data = json.loads(read_trusted(_cache_file(), "dpkg index cache"))
     except (OSError, ValueError, PermissionRefused):
         return None
     if not isinstance(data, dict) or data.get("info_mtime_ns") != mtime:
@@ -95,9 +118,10 @@ def _read_cache(mtime: int) -> dict[str, str] | None:
 
 def _write_cache(mtime: int, found: dict[str, str]) -> None:
     try:
-        os.makedirs(INDEX_CACHE.parent, mode=0o755, exist_ok=True)
-        check_trusted_dirs(INDEX_CACHE.parent, "dpkg index cache")
-        write_atomic(INDEX_CACHE, json.dumps({"info_mtime_ns": mtime, "index": found}))
+        cache = _cache_file()
+        os.makedirs(cache.parent, mode=0o755, exist_ok=True)
+        check_trusted_dirs(cache.parent, "dpkg index cache")
+        write_atomic(cache, json.dumps({"info_mtime_ns": mtime, "index": found}))
     except (OSError, PermissionRefused):
         pass  # a cache: the next reader scans again
 
