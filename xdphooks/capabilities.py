@@ -40,7 +40,7 @@ def _raw_xdp_prog(insns: list[tuple[int, int, int, int, int]], prog_flags: int =
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p,
                    ctypes.c_size_t, ctypes.c_void_p]
-    fd = fn(libbpf.BPF_PROG_TYPE_XDP, b"xdph_cap", b"GPL", buf, len(insns), ctypes.byref(opts))
+    fd: int = fn(libbpf.BPF_PROG_TYPE_XDP, b"xdph_cap", b"GPL", buf, len(insns), ctypes.byref(opts))
     if fd < 0:
         raise OSError(-fd, os.strerror(-fd))
     return fd

@@ -25,6 +25,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .backends import AUTO, NAMES
 from .errors import PermissionRefused, XdphooksError
@@ -88,7 +89,7 @@ def load(path: Path) -> Config:
     return parse(data, str(path))
 
 
-def parse(data: dict, where: str = "config") -> Config:
+def parse(data: dict[str, Any], where: str = "config") -> Config:
     def bad(msg: str, fix: str = "edit the config file") -> ConfigError:
         return ConfigError(f"{where}: {msg}", fix=fix)
 
@@ -119,7 +120,7 @@ def parse(data: dict, where: str = "config") -> Config:
     counters = data.get("counters", True)
     if not isinstance(counters, bool):
         raise bad("counters must be true or false")
-    def link_of(table: dict, what: str) -> Link | None:
+    def link_of(table: dict[str, Any], what: str) -> Link | None:
         value = table.get("link")
         if value is None:
             return None

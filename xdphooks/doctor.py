@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 from pathlib import Path
@@ -99,7 +100,7 @@ def capabilities_json(paths: Paths) -> str:
                       sort_keys=True)
 
 
-def main(args, paths: Paths) -> int:
+def main(args: argparse.Namespace, paths: Paths) -> int:
     if getattr(args, "capabilities_json", False):
         print(capabilities_json(paths))
         return 0

@@ -24,11 +24,17 @@ check itself failed (not root, unreadable config), 2 usage.
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .model import Change, InterfaceRef
 from .paths import Paths
+
+if TYPE_CHECKING:  # annotations only
+    from .coordinator import Observed
+    from .metrics import Family
 
 
 @dataclass(frozen=True)
@@ -68,11 +74,11 @@ def check(paths: Paths, disable: frozenset[str] = frozenset(),
     return rep
 
 
-def _chain(names) -> str:
+def _chain(names: Iterable[str]) -> str:
     return " → ".join(names) if names else "∅"
 
 
-def _describe(c: Change, obs) -> Drift | None:
+def _describe(c: Change, obs: Observed | None) -> Drift | None:
     """None if the interface is in sync, else what differs (one line)."""
     iface = c.interface
     want = _chain(c.desired.names if c.desired else ())
@@ -115,7 +121,7 @@ def boot_time() -> float | None:
     return None
 
 
-def families(paths: Paths, data: dict) -> list:
+def families(paths: Paths, data: dict[str, Any]) -> list[Family]:
     """Metric families for ``xdphooks metrics``: per-interface sync (root only: the
     check reads pins), the last successful and failed reconcile, boot time."""
     from .errors import XdphooksError
@@ -152,7 +158,8 @@ def families(paths: Paths, data: dict) -> list:
     return [in_sync, check_ok, last_success, last_failure, boot]
 
 
-def run_times(prev: dict, failed: bool, now: float | None = None) -> dict:
+def run_times(prev: dict[str, Any], failed: bool,
+              now: float | None = None) -> dict[str, Any]:
     """The last_run fields that outlive one run: when reconcile last succeeded and
     last failed (a failed change on some interface)."""
     now = time.time() if now is None else now
@@ -160,7 +167,7 @@ def run_times(prev: dict, failed: bool, now: float | None = None) -> dict:
             "last_failure": now if failed else prev.get("last_failure")}
 
 
-def main(args, paths: Paths) -> int:
+def main(args: argparse.Namespace, paths: Paths) -> int:
     import sys
 
     from .cli import EXIT_DRIFT, EXIT_OK

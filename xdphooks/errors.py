@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .text import LINE_LIMIT, lines, one_line, quoted
 
 
@@ -50,7 +52,7 @@ class ObjectError(XdphooksError):
 class KernelError(XdphooksError):
     """A kernel or libbpf call failed; ``errno`` and libbpf's log are kept."""
 
-    def __init__(self, message: str, *, errno: int = 0, log: str = "", **kw) -> None:
+    def __init__(self, message: str, *, errno: int = 0, log: str = "", **kw: Any) -> None:
         self.errno = errno
         self.log = log
         super().__init__(message, **kw)

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, cast
 
 from .errors import ObjectError
+
+if TYPE_CHECKING:  # annotations only
+    from .link.elf import Elf
+    from .model import ChainEntry
 
 #: the keys a map setting may have, and what each takes
 KEYS = {"max_entries": "an integer 1 to 4294967295",
@@ -30,7 +34,7 @@ _BTF_FIELDS = ("type", "max_entries", "map_flags", "pinning")
 UNSIZED_TYPES = frozenset({4, 19, 21, 24, 28, 29, 32})
 
 
-def freeze(maps: Mapping) -> tuple:
+def freeze(maps: Mapping[Any, Any]) -> tuple[Any, ...]:
     """A hashable, ordered copy: ((map, ((key, value), ...)), ...). Left as given when
     it is not a mapping of mappings (declaration_problems says why)."""
     if not isinstance(maps, Mapping) or not all(isinstance(v, Mapping) for v in maps.values()):
@@ -38,7 +42,7 @@ def freeze(maps: Mapping) -> tuple:
     return tuple(sorted((str(k), tuple(sorted(dict(v).items()))) for k, v in maps.items()))
 
 
-def _items(maps) -> list | None:
+def _items(maps: object) -> list[tuple[Any, dict[Any, Any]]] | None:
     if isinstance(maps, tuple):
         return [(k, dict(v)) for k, v in maps]
     if isinstance(maps, Mapping) and all(isinstance(v, Mapping) for v in maps.values()):
@@ -46,7 +50,7 @@ def _items(maps) -> list | None:
     return None
 
 
-def declaration_problems(maps) -> list[str]:
+def declaration_problems(maps: object) -> list[str]:
     """What is wrong with ``XdpProgram.maps`` on its own, as sentences."""
     items = _items(maps)
     if items is None:
@@ -72,12 +76,12 @@ def declaration_problems(maps) -> list[str]:
     return out
 
 
-def settings_of(entry) -> dict[str, dict]:
+def settings_of(entry: ChainEntry) -> dict[str, dict[str, Any]]:
     """{map: {key: value}} of a ChainEntry (its frozen ``map_settings``)."""
     return {name: dict(items) for name, items in entry.map_settings}
 
 
-def unpinned(entry) -> set[str]:
+def unpinned(entry: ChainEntry) -> set[str]:
     """Maps the plugin keeps out of bpffs (``"pin": False``)."""
     return {n for n, s in settings_of(entry).items() if s.get("pin") is False}
 
@@ -85,7 +89,7 @@ def unpinned(entry) -> set[str]:
 # --- what the object declares ---------------------------------------------------------------
 
 
-def declared_maps(elf) -> dict[str, dict[str, int]]:
+def declared_maps(elf: Elf) -> dict[str, dict[str, int]]:
     """{map name: {"type", "max_entries", "map_flags", "pinning" it declares}} for each
     BTF-defined map in SEC(".maps") (a member the definition leaves out is absent)."""
     from .link.btf import (KIND_ARRAY, KIND_DATASEC, KIND_PTR, KIND_STRUCT, KIND_VAR, Btf)
@@ -121,7 +125,7 @@ def declared_maps(elf) -> dict[str, dict[str, int]]:
 _sigs_done = False
 
 
-def _lib():
+def _lib() -> Any:
     """libbpf with the two getters xdphooks.kernel.libbpf does not declare."""
     global _sigs_done
     from .kernel import libbpf
@@ -132,11 +136,11 @@ def _lib():
     return libbpf._lib
 
 
-def max_entries(m) -> int:
-    return _lib().bpf_map__max_entries(m.ptr)
+def max_entries(m: Any) -> int:
+    return cast(int, _lib().bpf_map__max_entries(m.ptr))
 
 
-def apply(maps: Mapping[str, object], entry, obj_name: str,
+def apply(maps: Mapping[str, Any], entry: ChainEntry, obj_name: str,
           pin_of: Callable[[str], str | None] = lambda name: None) -> None:
     """Set ``entry``'s map settings on an opened, not yet loaded object's maps
     (``maps``: the object's own map name -> libbpf Map; the static backend's renamed
@@ -188,7 +192,7 @@ def apply(maps: Mapping[str, object], entry, obj_name: str,
                         "contents are lost) and reconcile")
 
 
-def missing_max_entries(elf, entry) -> list[str]:
+def missing_max_entries(elf: Elf, entry: ChainEntry) -> list[str]:
     """BTF-defined maps that declare no max_entries and get none from ``maps=`` (libbpf
     would refuse the object: 'map ... max_entries should be specified')."""
     sized = {n for n, s in settings_of(entry).items() if "max_entries" in s}

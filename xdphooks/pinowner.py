@@ -17,20 +17,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from .atomicfile import write_atomic
 from .errors import XdphooksError
 from .security import ensure_private_dir, read_checked
 
+if TYPE_CHECKING:  # annotations only
+    from .model import ChainEntry
+    from .paths import Paths
+
 OWNERS_FILE = "map-owners.json"
 LIMIT = 4 << 20  # a few hundred bytes per program
 
 
-def owners_path(paths) -> Path:
+def owners_path(paths: Paths) -> Path:
     return paths.state_dir / OWNERS_FILE
 
 
-def load(paths) -> dict[str, dict[str, str]]:
+def load(paths: Paths) -> dict[str, dict[str, str]]:
     """{pin directory name: {"plugin", "object"}}; what cannot be read or is not of that
     shape counts as no record (the next claim records the declarer)."""
     try:
@@ -47,7 +52,7 @@ def load(paths) -> dict[str, dict[str, str]]:
             and isinstance(v.get("object", ""), str)}
 
 
-def save(paths, owners: dict[str, dict[str, str]]) -> None:
+def save(paths: Paths, owners: dict[str, dict[str, str]]) -> None:
     try:
         ensure_private_dir(paths.state_dir, 0o755)
         write_atomic(owners_path(paths), json.dumps(owners, indent=2, sort_keys=True),
@@ -58,7 +63,7 @@ def save(paths, owners: dict[str, dict[str, str]]) -> None:
                             fix=f"make {paths.state_dir} writable by root and retry") from None
 
 
-def claim(paths, entries) -> tuple[list[str], set[str]]:
+def claim(paths: Paths, entries: Iterable[ChainEntry]) -> tuple[list[str], set[str]]:
     """Claim each entry's pin directory for its plugin; returns (warnings, names of the
     programs whose maps were reset because another plugin owned them)."""
     from .kernel import bpffs

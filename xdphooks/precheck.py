@@ -23,12 +23,19 @@ import functools
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from . import mapsettings
 from .errors import ObjectError
 from .link import elf as E
 from .link.btf import KIND_DATASEC, KIND_FUNC, KIND_VAR, Btf
 from .link.elf import shown
+
+if TYPE_CHECKING:  # annotations only
+    from .model import ChainEntry
+
+#: makes the error for one fault: (what, fix) -> ObjectError naming plugin, program, object
+Fail = Callable[[str, str], ObjectError]
 
 KERNEL_BTF = Path("/sys/kernel/btf")
 INSN = 8
@@ -58,7 +65,7 @@ def _valid_opcodes() -> frozenset[int]:
 VALID_OPCODES = _valid_opcodes()
 
 
-def check(path: str, entry, program: str | None = None) -> None:
+def check(path: str, entry: ChainEntry, program: str | None = None) -> None:
     """Raise ObjectError naming ``entry``'s plugin, program and object for the first
     fault found in the object at ``path`` (the trusted copy of ``entry.object``)."""
     name = os.path.basename(entry.object)
@@ -115,7 +122,7 @@ def _code_sections(elf: E.Elf, program: str | None) -> list[E.Section]:
     return out
 
 
-def _check_code(sec: E.Section, fail) -> None:
+def _check_code(sec: E.Section, fail: Fail) -> None:
     code = sec.data
     if len(code) % INSN:
         raise fail(f"section {shown(sec.name)} is {len(code)} bytes, not whole instructions",
@@ -139,7 +146,7 @@ def _check_code(sec: E.Section, fail) -> None:
                        "the object is truncated or corrupt: " + E.REBUILD)
 
 
-def _check_relocations(elf: E.Elf, rel: E.Section, target: E.Section, fail) -> None:
+def _check_relocations(elf: E.Elf, rel: E.Section, target: E.Section, fail: Fail) -> None:
     code = target.data
     for k, r in enumerate(E.parse_rels(rel.data)):
         sym = elf.symbols[r.sym] if r.sym < len(elf.symbols) else None
@@ -159,7 +166,7 @@ def _check_relocations(elf: E.Elf, rel: E.Section, target: E.Section, fail) -> N
                        "LIBBPF_ERRNO 4005)", E.REBUILD)
 
 
-def _check_ksyms(elf: E.Elf, fail) -> None:
+def _check_ksyms(elf: E.Elf, fail: Fail) -> None:
     """Non-weak __ksym externs the running kernel (vmlinux and module BTF) lacks."""
     btf_sec = elf.section(".BTF")
     if btf_sec is None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from types import FrameType
+from typing import Any, Iterator
 
 from .errors import XdphooksError
 
@@ -33,7 +34,7 @@ class Interrupted(XdphooksError):
     """A run stopped by a signal; ``exit_code`` says whether the kernel changed
     (3: some change was made, 1: nothing was)."""
 
-    def __init__(self, signum: int, message: str = "", changed: bool = False, **kw) -> None:
+    def __init__(self, signum: int, message: str = "", changed: bool = False, **kw: Any) -> None:
         self.signum = signum
         self.exit_code = 3 if changed else 1
         super().__init__(message or f"interrupted by {name(signum)} before any change; the "
@@ -55,13 +56,13 @@ class Deferral:
                 self._old[sig] = signal.signal(sig, self._handler)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._depth = 0
         for sig, old in self._old.items():
             signal.signal(sig, old)  # type: ignore[arg-type]
         self._old.clear()
 
-    def _handler(self, signum: int, frame) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
         if self._depth == 0:

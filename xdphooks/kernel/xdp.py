@@ -179,6 +179,7 @@ def pinned_prog_id(path: Path | str) -> int:
     except KernelError:
         return 0
     try:
-        return libbpf.prog_info(fd)[0].id
+        prog_id: int = libbpf.prog_info(fd)[0].id
+        return prog_id
     finally:
         os.close(fd)
