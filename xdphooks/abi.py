@@ -58,7 +58,6 @@ def is_frags_section(section: str) -> bool:
 
 # names in the BPF objects
 ROOT_PROG = "xdphooks_root"
-CONFIG_SYMBOL = "xdph_config"
 COUNTERS_MAP = "xdph_counters"
 EVENTS_MAP = "xdph_events"
 ROOT_MAPS = (COUNTERS_MAP, EVENTS_MAP)
@@ -103,10 +102,3 @@ def encode_config(codes: list[list[int]], counters: bool, events: bool | None = 
     for i, c in enumerate(codes):
         table[i * NR_POLICY:(i + 1) * NR_POLICY] = bytes(c)
     return bytes(blob + table)
-
-
-def zero_counters(fd: int) -> None:
-    """Reset every slot's counters (after pre-flight)."""
-    from .kernel import libbpf
-    libbpf.map_update(fd, struct.pack("<I", COUNTERS_KEY),
-                      bytes(COUNTERS_SIZE * libbpf.num_possible_cpus()))

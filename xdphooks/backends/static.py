@@ -34,7 +34,6 @@ MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
 MAX_USED_MAPS = 64  # kernel MAX_USED_MAPS
 MAX_STACK = 512
 ROOTLET = "rootlet.o"
-XDP_NAMES = {0: "aborted", 1: "drop", 2: "pass", 3: "tx", 4: "redirect"}
 
 #: control-plane timings of the last build() (seconds), for benchmarks/diagnostics
 last_timings: dict[str, float] = {}

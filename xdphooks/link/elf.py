@@ -86,9 +86,6 @@ class Elf:
                 return s
         return None
 
-    def by_index(self, idx: int) -> Section:
-        return self.sections[idx]
-
     def rels(self, sec: Section) -> list[Rel]:
         return parse_rels(sec.data)
 
