@@ -10,7 +10,8 @@ import functools
 import os
 from pathlib import Path
 
-from .probe import _data_dir, probe_freplace
+from .paths import DATA_DIR
+from .probe import probe_freplace
 
 
 #: helper ids (include/uapi/linux/bpf.h)
@@ -145,7 +146,7 @@ def _fentry_on_bpf(data_dir: Path) -> tuple[bool, str]:
 def capabilities(cache_dir: Path, data_dir: Path | None = None) -> dict[str, tuple[bool, str]]:
     """Every capability xdphooks or the corpus depends on, probed on the running kernel:
     name -> (works, one sentence). Needs root. Never raises."""
-    data = Path(data_dir) if data_dir else _data_dir()
+    data = Path(data_dir) if data_dir else DATA_DIR
     probes = {
         "btf": lambda: ((True, "/sys/kernel/btf/vmlinux present")
                         if Path("/sys/kernel/btf/vmlinux").exists()

@@ -34,14 +34,12 @@ from .kernel import bpffs, libbpf, xdp
 from .kernel.netns import NetnsError, interfaces, list_netns
 from .kernel.netns import identity as netns_identity
 from .model import Change, Chain, InterfaceRef, Plan, constants_json, map_settings_json
-from .paths import Paths, parse_gen_dir
+from .paths import DATA_DIR, Paths, parse_gen_dir
 from .plugins import Plugins, discover
 from . import recover
 from . import pinalias, pinowner
 from .security import ensure_private_dir
 from .state import InterfaceRecord, ProgramRecord, State
-
-DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 @dataclass

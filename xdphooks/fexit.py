@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import KernelError, UsageError, XdphooksError
+from .paths import DATA_DIR
 from .state import InterfaceRecord, ProgramRecord
 from .status import link_kind
 
 __all__ = ["Target", "attached", "link_kind", "percpu_sum", "target"]
 
-DATA = Path(__file__).resolve().parent / "data"
 PROFILE_OBJ = "slot_profile.o"
 PROFILE_PROGS = ("xdph_prof_enter", "xdph_prof_exit")
 TRACE_OBJ = "slot_trace.o"
@@ -101,7 +101,7 @@ def attached(obj_file: str, progs: tuple[str, ...], t: Target) -> Iterator:
     attach them, yield the object; detach and unload on the way out."""
     from .kernel import libbpf
 
-    obj = libbpf.BpfObject(str(DATA / obj_file))
+    obj = libbpf.BpfObject(str(DATA_DIR / obj_file))
     links = []
     try:
         with _open_prog(t.prog_id) as fd:

@@ -31,6 +31,8 @@ _IFNAME_RE = re.compile(r"^[^/:\s\x00]{1,15}$")
 NAME_MAX = 255
 #: the directory under the bpffs that holds every xdphooks pin (and nothing else)
 PIN_TREE = "xdphooks"
+#: the prebuilt BPF objects shipped inside the package (rootlet, dispatchers, probes)
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 def valid_ifname(name: str) -> bool:

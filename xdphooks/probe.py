@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .atomicfile import write_atomic
 from .errors import XdphooksError
+from .paths import DATA_DIR
 from .security import ensure_private_dir, read_checked
 
 CACHE_NAME = "probe.json"
@@ -27,10 +28,6 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
-
-
-def _data_dir() -> Path:
-    return Path(__file__).resolve().parent / "data"
 
 
 def _try(data_dir: Path) -> tuple[bool, str]:
@@ -108,7 +105,7 @@ def probe_freplace(cache_dir: Path, data_dir: Path | None = None,
         if cached is not None and cached["boot_id"] == boot:
             return cached["works"], cached["reason"]
     try:
-        works, reason = _try(Path(data_dir) if data_dir else _data_dir())
+        works, reason = _try(Path(data_dir) if data_dir else DATA_DIR)
     except Exception as e:  # noqa: BLE001 - a probe reports, it never raises
         msg = getattr(e, "message", None) or str(e) or type(e).__name__
         log = getattr(e, "log", "") or ""
