@@ -38,7 +38,7 @@ from .paths import DATA_DIR, Paths, parse_gen_dir
 from .plugins import Plugins, discover
 from . import recover
 from . import pinalias, pinowner
-from .security import ensure_private_dir
+from .security import ensure_private_dir, is_root
 from .state import InterfaceRecord, ProgramRecord, State
 
 
@@ -128,7 +128,7 @@ class Unrecorded(XdphooksError):
 
 
 def require_root(what: str, reads: bool = False) -> None:
-    if os.geteuid() != 0:
+    if not is_root():
         why = ("reads the pinned chains, which only root may see" if reads
                else "changes the kernel's packet path")
         raise PermissionRefused(f"{what} {why} and needs root",

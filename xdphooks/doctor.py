@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 
 from .paths import Paths
+from .security import is_root
 
 
 def _line(ok: bool | None, what: str, detail: str = "") -> str:
@@ -18,7 +19,7 @@ def _line(ok: bool | None, what: str, detail: str = "") -> str:
 def checks(paths: Paths) -> list[tuple[bool | None, str, str]]:
     out: list[tuple[bool | None, str, str]] = []
     out.append((None, "kernel", platform.release()))
-    root = os.geteuid() == 0
+    root = is_root()
     out.append((root, "running as root", "" if root else "reconcile/teardown need root"))
     btf = Path("/sys/kernel/btf/vmlinux").exists()
     out.append((btf, "kernel BTF (/sys/kernel/btf/vmlinux)", "" if btf else "CO-RE objects may fail"))

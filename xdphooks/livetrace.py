@@ -22,6 +22,7 @@ from . import state as state_mod
 from .errors import UsageError, XdphooksError
 from .model import ACTIONS, InterfaceRef, VerdictPolicy
 from .paths import Paths
+from .security import is_root
 
 _EVENT = struct.Struct("<QIIHBBI")  # struct xdph_trace_event (bpf/xdph_abi_trace.h)
 _L4 = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
@@ -48,7 +49,7 @@ def format_event(rec: bytes, mono_to_wall: float, policy: VerdictPolicy) -> str:
 
 
 def main(args, paths: Paths) -> int:
-    if os.geteuid() != 0:
+    if not is_root():
         raise XdphooksError("trace --live attaches a tracer in the kernel and needs root",
                             fix="run it as root")
     if not args.program:

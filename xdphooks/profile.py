@@ -33,6 +33,7 @@ from . import fexit
 from . import state as state_mod
 from .errors import XdphooksError
 from .paths import Paths
+from .security import is_root
 
 
 def _kernel_stats(prog_id: int) -> tuple[int, int]:
@@ -57,7 +58,7 @@ def _per_packet(ns: int, n: int) -> float | None:
 def profile(paths: Paths, seconds: float, interface: str | None = None) -> dict:
     from .kernel import libbpf
 
-    if os.geteuid() != 0:
+    if not is_root():
         raise XdphooksError("status --profile attaches tracers in the kernel and needs root",
                             fix="run it as root")
     st, _ = state_mod.load(paths.state_file)

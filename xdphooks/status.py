@@ -16,13 +16,14 @@ from pathlib import Path
 from . import state as state_mod
 from .model import ACTIONS
 from .paths import Paths
+from .security import is_root
 from .text import LINE_LIMIT, first_line, one_line
 
 VERDICT_KEYS = ACTIONS + ("unknown",)
 
 
 def _kernel_ok() -> bool:
-    return os.geteuid() == 0
+    return is_root()
 
 
 def _attached(netns_name: str, ifname: str, ifindex: int = 0) -> int | None:
@@ -273,7 +274,7 @@ def events_main(args, paths: Paths) -> int:
     st, warning = state_mod.load(paths.state_file, paths.pin_root)
     if warning:
         print(f"xdphooks: warning: {warning}", file=sys.stderr)
-    if os.geteuid() == 0:
+    if is_root():
         from .counters import drain_events
 
         for rec in st.interfaces.values():

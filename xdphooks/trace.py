@@ -23,6 +23,7 @@ from .backends.preflight import tcp, udp
 from .errors import ObjectError, UsageError, XdphooksError
 from .model import ACTIONS, ChainEntry, InterfaceRef, VerdictPolicy
 from .paths import Paths
+from .security import is_root
 from .state import InterfaceRecord, ProgramRecord
 
 SPEC_RE = re.compile(r"^\s*([\d.]+):(\d+)\s*(?:->|→)\s*([\d.]+):(\d+)\s*$")
@@ -142,7 +143,7 @@ def run_one(paths: Paths, rec: InterfaceRecord, p: ProgramRecord, packet: bytes,
 
 
 def main(args, paths: Paths) -> int:
-    if os.geteuid() != 0:
+    if not is_root():
         raise XdphooksError("trace loads programs into the kernel and needs root",
                             fix="run it as root")
     packet = packet_from_args(args)
