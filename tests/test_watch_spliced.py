@@ -321,3 +321,29 @@ def test_no_packet_missed_or_counted_twice_across_both_swaps(spliced):
         assert _packets(after, name) - _packets(before, name) == 600, (name, after)
     assert own_count() - own0 == 600
     assert after["prog_id"] == before["prog_id"]
+
+
+def test_one_watch_per_interface_and_reconcile_ends_a_live_one(spliced):
+    xh, veth, _ = spliced
+    root = _attached(veth)
+    tracer = xh_popen(xh, "trace", "--live", veth.iface, "udp9", "--count", "100",
+                      "--seconds", "60")
+    try:
+        assert tracer.stdout.readline().startswith("live trace of udp9")
+        second = xh.run("trace", "--live", veth.iface, "counter", "--seconds", "1",
+                        check=False)
+        assert second.returncode == 2, second.stderr
+        line, = second.stderr.strip().splitlines()
+        assert f"is already watched (trace udp9) by pid {tracer.pid}" in line \
+            and "one watch per interface" in line, line
+        rec = xh.run("reconcile")
+        said = rec.stdout + rec.stderr
+        assert f"ended the watch by pid {tracer.pid} (the chain is being changed)" in said, said
+        assert _attached(veth) == root
+        tracer.send_signal(signal.SIGTERM)
+        out, err = tracer.communicate(timeout=30)
+    finally:
+        tracer.kill()
+    assert "ended meanwhile" in err, err
+    assert _attached(veth) == root
+    assert not list(Path(xh.bpffs).glob("**/watch"))

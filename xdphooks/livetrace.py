@@ -141,7 +141,7 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
     policy = VerdictPolicy.from_mapping(prog.policy)
     mono_to_wall = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
     ring = watchlease.ring_map()
-    n, t0, stopped = 0, time.monotonic(), []
+    n, t0, stopped, watch = 0, time.monotonic(), [], None
     link = getattr(prog, "link", "") or "called"
     try:
         ins = Instrument(ring_fd=ring, capture=frozenset({prog.slot}), entry="entry" in where,
@@ -151,6 +151,7 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
             print(f"live trace of {prog.name} (slot {prog.slot}, {link}) on {iface}: up to "
                   f"{args.count} packet(s) or {args.seconds:g} s; instrumented chain id "
                   f"{w.prog_id} swapped in for the watch", file=text, flush=True)
+            watch = w
             t0 = time.monotonic()  # --seconds counts from the swap, not from the build
 
             def on_sample(raw: bytes) -> bool:
@@ -180,12 +181,12 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
                         if stopped:  # the signal arrived inside libbpf's callback
                             break
                         raise
-            if w.ended_by_other:
-                print(f"xdphooks: warning: {w.ended_by_other}", file=sys.stderr)
     finally:
         os.close(ring)
         if out is not None and args.pcap != "-":
             out.close()
+    if watch is not None and watch.ended_by_other:
+        print(f"xdphooks: warning: {watch.ended_by_other}", file=sys.stderr)
     how = f"; stopped by {stopped[0]}" if stopped else ""
     print(f"{n} packet(s) in {time.monotonic() - t0:.1f} s{how}; the untraced chain runs "
           "again; tracer detached", file=text, flush=True)

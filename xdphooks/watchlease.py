@@ -270,10 +270,12 @@ def _share(gen_dir: Path, root_id: int) -> tuple[dict[str, int], list[dict[str, 
     return maps, per_seg, fds
 
 
-def end_watches(paths: Paths) -> list[str]:
+def end_watches(paths: Paths, stale_only: bool = False, key: str | None = None) -> list[str]:
     """Swap the recorded chain back wherever a watch left its instrumented one (the
     caller holds the lock). Called by reconcile and teardown before they look at the
-    kernel, and by a watch on its way out. Returns one line per watch ended."""
+    kernel (every watch), by a new watch (``stale_only``: those whose owner is gone or
+    whose lease expired) and by a watch on its way out (its ``key``). Returns one line
+    per watch ended."""
     from . import state as state_mod
     from .kernel import xdp
 
@@ -284,9 +286,12 @@ def end_watches(paths: Paths) -> list[str]:
     if_root = paths.pin_root / "if"
     if if_root.is_dir():
         keys |= {d.name for d in if_root.iterdir() if (d / WATCH_PIN).is_dir()}
-    for key in sorted(keys):
-        lease, rec = leases.get(key), st.interfaces.get(key)
-        wdir = paths.iface_pin_dir(key) / WATCH_PIN
+    for k in sorted(keys if key is None else keys & {key}):
+        lease, rec = leases.get(k), st.interfaces.get(k)
+        if stale_only and lease is not None and lease.owner_alive() \
+                and time.time() < lease.until:
+            continue
+        wdir = paths.iface_pin_dir(k) / WATCH_PIN
         watched = lease.watched_id if lease else xdp.pinned_prog_id(wdir / "root")
         restore = Path(lease.restore_pin) if lease else (Path(rec.pin_dir) / "root"
                                                          if rec else None)
@@ -304,7 +309,7 @@ def end_watches(paths: Paths) -> list[str]:
                 said.append(f"{iface}: ended the watch{who} ({why}); the untraced chain "
                             f"(program id {xdp.pinned_prog_id(restore)}) runs again")
         bpffs.rmtree(wdir)
-        (lease_dir(paths) / f"{key}.json").unlink(missing_ok=True)
+        (lease_dir(paths) / f"{k}.json").unlink(missing_ok=True)
     return said
 
 
@@ -319,7 +324,11 @@ def watching(paths: Paths, iface: InterfaceRef, instrument: Instrument, purpose:
 
     w: Watch | None = None
     with _signals_held(), state_mod.Lock(paths.lock_file):
-        said = end_watches(paths)  # a watch killed earlier: never stack on top of it
+        said = end_watches(paths, stale_only=True)  # a watch killed earlier
+        live = read_leases(paths).get(iface.key)
+        if live is not None:
+            raise UsageError(f"{iface} is already {live.describe()}; nothing was watched",
+                             fix="wait for that watch to end (one watch per interface)")
         sess = coordinator.gather(paths, coordinator.Options(interfaces=(str(iface),)))
         rec = sess.state.interfaces.get(iface.key)
         if rec is None:
@@ -385,7 +394,9 @@ def watching(paths: Paths, iface: InterfaceRef, instrument: Instrument, purpose:
             if attached != w.prog_id:
                 w.ended_by_other = ("the watch was ended meanwhile (an 'xdphooks reconcile' "
                                     "changed or restored the chain)")
-            end_watches(paths)
+            now_lease = read_leases(paths).get(iface.key)
+            if now_lease is None or now_lease.watched_id == w.prog_id:  # not a newer watch
+                end_watches(paths, key=iface.key)
 
 
 __all__ = ["Lease", "Watch", "watching", "end_watches", "read_leases", "ring_map",
