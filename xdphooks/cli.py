@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from .errors import XdphooksError
+from .errors import XdphooksError, fix_suffix
 from .text import LINE_LIMIT, lines, one_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fsfaults import fault
 
         line = (fault(Path(e.filename), e).line() if e.filename
-                else f"{e.strerror or e} — fix: check the filesystems xdphooks uses")
+                else f"{e.strerror or e}" + fix_suffix("check the filesystems xdphooks uses"))
         print(f"xdphooks: error: {line}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from . import backends, config as config_mod
 from . import fsfaults, planner, signals, state as state_mod
 from . import drift, verify
-from .errors import KernelError, PermissionRefused, XdphooksError
+from .errors import FIX, KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
 from .inspect import inspect, object_path
@@ -180,7 +180,7 @@ def _refuse_foreign(sess: "Session", iface: InterfaceRef) -> None:
     why = _foreign(sess.state, iface.key)
     if why:
         raise XdphooksError(f"{iface}: its pin directory and record belong to a chain "
-                            f"{why.partition(': ')[2].partition(' — fix: ')[0]}; nothing "
+                            f"{why.partition(': ')[2].partition(FIX)[0]}; nothing "
                             "was attached",
                             fix="give each network namespace its own --root and --bpffs")
 

@@ -7,6 +7,7 @@ import os
 import platform
 from pathlib import Path
 
+from .errors import fix_suffix
 from .paths import Paths
 from .security import is_root
 
@@ -71,7 +72,7 @@ def checks(paths: Paths) -> list[tuple[bool | None, str, str]]:
     out.append((None, "plugins", ", ".join(sorted(plugins.sources)) or "none"))
     out.append((None, "programs declared", ", ".join(p.name for _, p in found) or "none"))
     for f in plugins.failures:
-        out.append((False, f"plugin {f.plugin!r}", f.reason + (f" — fix: {f.fix}" if f.fix else "")))
+        out.append((False, f"plugin {f.plugin!r}", f.reason + fix_suffix(f.fix)))
     for name in plugins.masked:
         out.append((None, f"plugin {name!r}", "masked by /dev/null symlink"))
     from . import state as state_mod

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .errors import fix_suffix
 from .model import Change, InterfaceRef
 from .paths import Paths
 
@@ -182,6 +183,6 @@ def main(args: argparse.Namespace, paths: Paths) -> int:
     if not args.quiet:
         n = len(rep.in_sync)
         print(f"in sync: {n} interface{'s' if n != 1 else ''}" if rep.ok else
-              f"{len(rep.drift)} of {n} interface{'s' if n != 1 else ''} drifted "
-              "— fix: xdphooks reconcile (see 'xdphooks plan')")
+              f"{len(rep.drift)} of {n} interface{'s' if n != 1 else ''} drifted"
+              + fix_suffix("xdphooks reconcile (see 'xdphooks plan')"))
     return EXIT_OK if rep.ok else EXIT_DRIFT

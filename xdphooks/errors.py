@@ -7,6 +7,16 @@ from typing import Any
 from .text import LINE_LIMIT, lines, one_line, quoted
 
 
+#: what separates a problem from its fix, in every one-line problem
+FIX = " — fix: "
+
+
+def fix_suffix(fix: str) -> str:
+    """The one format of a fix: ``" — fix: FIX"``, escaped to one line (fixes may
+    hold plugin text), or "" when there is none."""
+    return f"{FIX}{one_line(fix)}" if fix else ""
+
+
 class XdphooksError(Exception):
     """Base: ``str(err)`` is the one-line message shown to the admin."""
 
@@ -25,8 +35,7 @@ class XdphooksError(Exception):
         """The one line: message, plugin and fix may hold plugin text (exception
         messages, names, paths), so each is escaped here (text.one_line)."""
         who = f"plugin {quoted(self.plugin)}: " if self.plugin else ""
-        fix = f" — fix: {one_line(self.fix)}" if self.fix else ""
-        return f"{who}{one_line(self.message, LINE_LIMIT)}{fix}"
+        return f"{who}{one_line(self.message, LINE_LIMIT)}{fix_suffix(self.fix)}"
 
 
 class UsageError(XdphooksError):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import pkg
+from .errors import fix_suffix
 from .text import LINE_LIMIT, one_line
 
 JOURNAL_SOCKET = os.environ.get("XDPHOOKS_JOURNAL_SOCKET", "/run/systemd/journal/socket")
@@ -145,8 +146,8 @@ def log_file_problem(path: Path, what: str) -> str:
         return ""
     from .security import file_kind
 
-    return (f"{what} {path} is {file_kind(st.st_mode)}, not a regular file; it is not read "
-            f"— fix: remove {path} (xdphooks writes a new one)")
+    return (f"{what} {path} is {file_kind(st.st_mode)}, not a regular file; it is not read"
+            + fix_suffix(f"remove {path} (xdphooks writes a new one)"))
 
 
 def parse_records(lines: list[str], fields: Mapping[str, tuple[type, ...]],
@@ -180,7 +181,7 @@ def _typed(value: object, types_: tuple[type, ...]) -> bool:
 
 def skipped_warning(path: Path, bad: int, what: str) -> str:
     return (f"{what} {path}: skipped {bad} damaged line(s) (torn by a crash, or not "
-            "xdphooks' records) — fix: none needed; remove the file to start a fresh log")
+            "xdphooks' records)" + fix_suffix("none needed; remove the file to start a fresh log"))
 
 
 #: a change record (log_event): time and error typed, everything else strings
@@ -189,7 +190,8 @@ CHANGE_REQUIRED = ("time", "message")
 TIME_MAX = 1e11  # seconds since the epoch: year 5138, beyond any real record
 
 
-def read_history(path: Path, limit: int = 50, warnings: list[str] | None = None) -> list[dict[str, Any]]:
+def read_history(path: Path, limit: int = 50,
+                 warnings: list[str] | None = None) -> list[dict[str, Any]]:
     """The newest ``limit`` change records (older file first). Damaged lines are skipped;
     with ``warnings``, one warning saying how many is appended to it."""
     out: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Literal, Mapping
 
+from .errors import fix_suffix
 from .text import LINE_LIMIT, one_line, quoted
 
 if TYPE_CHECKING:
@@ -433,8 +434,7 @@ class Problem:
     def __str__(self) -> str:
         # as XdphooksError.line(): plugin text (veto()/warn() messages, names) escaped
         who = f"plugin {quoted(self.plugin)}: " if self.plugin else ""
-        fix = f" — fix: {one_line(self.fix)}" if self.fix else ""
-        return f"{self.severity}: {who}{one_line(self.message, LINE_LIMIT)}{fix}"
+        return f"{self.severity}: {who}{one_line(self.message, LINE_LIMIT)}{fix_suffix(self.fix)}"
 
 
 @dataclass(frozen=True)

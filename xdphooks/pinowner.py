@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from .atomicfile import write_atomic
-from .errors import XdphooksError
+from .errors import XdphooksError, fix_suffix
 from .security import ensure_private_dir, read_checked
 
 if TYPE_CHECKING:  # annotations only
@@ -86,8 +86,8 @@ def claim(paths: Paths, entries: Iterable[ChainEntry]) -> tuple[list[str], set[s
                     f"{rec['object'] or 'unknown'}) are not handed to plugin {e.plugin!r} "
                     f"(object {e.object}), which now declares a program of that name: "
                     f"{', '.join(held[:6])}{' …' if len(held) > 6 else ''} were removed and "
-                    "start empty — fix: none needed if the old plugin is gone for good; "
-                    "rename the program to keep both")
+                    "start empty" + fix_suffix("none needed if the old plugin is gone for good; "
+                                               "rename the program to keep both"))
             reset.add(e.name)
         owners[e.name] = {"plugin": e.plugin, "object": e.object}
     # the programs that share a reset directory start afresh with it

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import pluginhost
-from .errors import XdphooksError
+from .errors import XdphooksError, fix_suffix
 from .model import Problem, XdpProgram, program_problems
 from .paths import Paths
 from .security import check_trusted_dirs, check_trusted_file, read_trusted
@@ -52,8 +52,7 @@ class Failure:
     breaks: bool = True
 
     def __str__(self) -> str:
-        fix = f" — fix: {self.fix}" if self.fix else ""
-        return f"plugin {self.plugin!r}: {self.reason}{fix}"
+        return f"plugin {self.plugin!r}: {self.reason}{fix_suffix(self.fix)}"
 
 
 def _fix_for(name: str) -> str:
