@@ -26,11 +26,11 @@ from ..errors import KernelError, LimitError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import ChainEntry
 from ..link import elf as E
-from ..link.globals import carry
+from . import globalpins
 from ..link.rewrite import tail_targets, without_prog_array_inits
 from .base import (BuildContext, BuiltChain, apply_constants, close_fd, data_maps,
-                   layout_warning, load_tail_targets, object_globals, pin_map,
-                   running_globals, set_frags, write_globals)
+                   layout_warning, load_tail_targets, pin_map,
+                   running_globals, set_frags)
 from .preflight import preflight
 
 MODE = "freplace"
@@ -207,6 +207,9 @@ def _load_component(ctx: BuildContext, entry: ChainEntry, disp_fd: int, slot: in
             pin = str(ctx.map_pin_dir(entry) / m.name)
             pin_map(m, None if fresh else pin)
             maps[m.name] = pin
+        if not fresh:  # its .data/.bss: the pinned maps, when their layout holds
+            globalpins.reuse_sections(ctx, entry, {sec: m for m in obj.maps() for sec in (
+                ".data", ".bss") if m.internal and m.name.endswith(sec)}, path)
         try:
             obj.load()
         except KernelError as e:
@@ -271,17 +274,16 @@ def _carry_globals(ctx: BuildContext, fresh: list[Fresh]) -> list[str]:
     warnings = []
     prev = ctx.previous if ctx.previous is not None and ctx.previous.mode == MODE else None
     for f in fresh:
-        variables, defaults = object_globals(f.path)
-        if not defaults:
-            continue
-        old, pin = {}, prev.gen_dir / f"prog-{f.entry.name}" \
-            if prev and f.entry.name not in ctx.reset_maps else None
-        if pin is not None and pin.exists():
+        # kept pinned with its maps and reused (backends/globalpins.py); carried from
+        # the pin, or the one it replaces, only when the layout changed
+        pin = prev.gen_dir / f"prog-{f.entry.name}" if prev else None
+
+        def running(pin=pin) -> dict:
             with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
-                old = running_globals(fd)
-        contents, changed = carry(old, variables, defaults,
-                                  (lambda n: n) if old else (lambda n: None))
-        write_globals(f.data_maps, contents)
+                return running_globals(fd)
+
+        changed = globalpins.settle_sections(ctx, f.entry, f.data_maps, f.path,
+                                             running if pin and pin.exists() else None)
         if changed:
             warnings.append(layout_warning(f.entry.name, changed))
     return warnings
@@ -297,10 +299,13 @@ def _reuse_component(ctx: BuildContext, entry: ChainEntry, prev_pin: Path, disp_
         os.close(prog_fd)
         raise
     pin_dir = ctx.map_pin_dir(entry)
+    globalpins.pin_running(ctx, entry, prog_fd)  # its .data/.bss, if not pinned yet
     maps = {}
     if entry.pin_maps is None or entry.pin_maps:
         try:
             for name in sorted(os.listdir(pin_dir)):
+                if globalpins.is_globals_pin(name):
+                    continue  # its .data/.bss, not one of its maps
                 if (entry.pin_maps is None or name in entry.pin_maps) \
                         and name not in mapsettings.unpinned(entry):
                     maps[name] = str(pin_dir / name)

@@ -80,16 +80,18 @@ def _object_vars(path: str):
     return object_globals(path)
 
 
-def reuse_pins(ctx, by_name: dict, entry, prefix: str, obj_path: str) -> None:
-    """Before load: point the slot's section maps (``by_name``: the opened object's
-    maps) at their pins when the layout is unchanged."""
+def is_globals_pin(name: str) -> bool:
+    """Whether a name in a map pin directory is a section map of ours, not a map."""
+    return name.startswith(PIN_FMT.format(""))
+
+
+def reuse_sections(ctx, entry, maps: dict, obj_path: str) -> None:
+    """Before load: point each section map (``maps``: ".data"/".bss" -> opened map) at
+    its pin when the layout is unchanged (``obj_path``: the component's own object)."""
     if entry.name in ctx.reset_maps:
         return
     variables = None
-    for sec in DATA_SECTIONS:
-        m = by_name.get(slot_section(sec, prefix))
-        if m is None:
-            continue
+    for sec, m in maps.items():
         got = _pinned(pin_path(ctx, entry, sec))
         if got is None:
             continue
@@ -102,55 +104,90 @@ def reuse_pins(ctx, by_name: dict, entry, prefix: str, obj_path: str) -> None:
                 m.reuse_fd(fd)
 
 
+def reuse_pins(ctx, by_name: dict, entry, prefix: str, obj_path: str) -> None:
+    """Static: reuse_sections for the slot's section maps (``by_name``: the opened
+    linked object's maps)."""
+    reuse_sections(ctx, entry, {sec: by_name[slot_section(sec, prefix)] for sec in DATA_SECTIONS
+                                if slot_section(sec, prefix) in by_name}, obj_path)
+
+
+def settle_sections(ctx, entry, maps: dict[str, int], obj_path: str, running) -> list[str]:
+    """After the final load: each section map (``maps``: ".data"/".bss" -> fd) that is
+    not its pin gets the values carried over — from the pin, else from ``running()``
+    (the running chain's globals of this program by its own names; None: nothing runs)
+    — and becomes the pin. Returns the names of the variables whose layout changed."""
+    changed: list[str] = []
+    variables = defaults = None
+    old_running = None
+    for sec, fd in sorted(maps.items()):
+        path = pin_path(ctx, entry, sec)
+        mine = libbpf.map_info(fd)
+        got = None if entry.name in ctx.reset_maps else _pinned(path)
+        if got is not None:
+            os.close(got[0])
+            if got[1] == mine.id:
+                continue  # the pinned map itself: nothing to carry
+            old = got[3]
+        elif running is not None and entry.name not in ctx.reset_maps:
+            if old_running is None:
+                old_running = running()
+            old = {n: v for n, v in old_running.items() if v[0].section == sec}
+        else:
+            old = {}
+        if variables is None:
+            variables, defaults = _object_vars(obj_path)
+        new = {n: v for n, v in variables.items() if v.section == sec}
+        contents, moved = carry(old, new, {sec: defaults.get(sec, b"")})
+        if contents[sec] and len(contents[sec]) == mine.value_size:
+            libbpf.map_update(fd, bytes(4), contents[sec])
+        changed += moved
+        if path.exists():
+            path.unlink()
+        libbpf.obj_pin(fd, str(path))
+    return changed
+
+
 def settle(ctx, objs, segments, entries, results, previous_globals) -> list[str]:
-    """After the final load: each slot section map that is not its pin gets the values
-    carried over (from the pin, else from the running chain) and becomes the pin.
-    Returns the layout warnings. ``previous_globals()``: the running chain's globals."""
+    """Static, after the final load: settle_sections for every slot. Returns the layout
+    warnings. ``previous_globals()``: the running chain's globals (slot prefixes)."""
     from .base import layout_warning
 
     prev = ctx.previous
     prev_slots = {p: s for p, s in prev.slots.items() if p not in ctx.reset_maps} \
         if prev is not None and prev.mode == "static" else {}
-    running = None
+    cache: list = []
+
+    def running_of(slot: int):
+        def read() -> dict:
+            if not cache:
+                cache.append(previous_globals())
+            return unprefixed({n: v for n, v in cache[0].items()
+                               if n.startswith(f"s{slot}_")}, f"s{slot}_")
+        return read
+
     warnings = []
     for k, seg in enumerate(segments):
         maps = {m.name: m for m in objs[k].maps() if m.internal}
         for i in seg:
             entry, res = entries[i], results[i]
-            changed: list[str] = []
-            variables = defaults = None
-            for sec in DATA_SECTIONS:
-                m = maps.get(slot_section(sec, res.prefix))
-                if m is None:
-                    continue
-                path = pin_path(ctx, entry, sec)
-                mine = libbpf.map_info(m.fd).id
-                got = None if entry.name in ctx.reset_maps else _pinned(path)
-                if got is not None:
-                    os.close(got[0])
-                    if got[1] == mine:
-                        continue  # the pinned map itself: nothing to carry
-                    old = got[3]
-                elif entry.name in prev_slots:
-                    if running is None:
-                        running = previous_globals()
-                    pre = f"s{prev_slots[entry.name]}_"
-                    old = {n[len(pre):]: v for n, v in running.items()
-                           if n.startswith(pre) and v[0].section == sec}
-                else:
-                    old = {}
-                if variables is None:
-                    variables, defaults = _object_vars(ctx.trusted_object(entry))
-                new = {n: v for n, v in variables.items() if v.section == sec}
-                contents, moved = carry(old, new, {sec: defaults.get(sec, b"")})
-                data = contents[sec]
-                if data and len(data) == m.value_size:
-                    libbpf.map_update(m.fd, bytes(4), data)
-                changed += moved
-                if path.exists():
-                    path.unlink()
-                path.parent.mkdir(parents=True, exist_ok=True)
-                libbpf.obj_pin(m.fd, str(path))
+            mine = {sec: maps[slot_section(sec, res.prefix)].fd for sec in DATA_SECTIONS
+                    if slot_section(sec, res.prefix) in maps}
+            changed = settle_sections(ctx, entry, mine, ctx.trusted_object(entry),
+                                      running_of(prev_slots[entry.name])
+                                      if entry.name in prev_slots else None)
             if changed:
                 warnings.append(layout_warning(entry.name, sorted(changed)))
     return warnings
+
+
+def pin_running(ctx, entry, prog_fd: int) -> None:
+    """A program kept from the running chain (freplace): pin its section maps where
+    they are not pinned yet (a chain from before this scheme)."""
+    from ..link.globals import base_section
+
+    for mid in libbpf.prog_info(prog_fd, map_ids=True)[1]:
+        with libbpf.fd_closing(libbpf.map_fd_by_id(mid)) as fd:
+            sec = base_section(libbpf.map_info(fd).name.decode(errors="replace"))
+            path = pin_path(ctx, entry, sec) if sec else None
+            if path is not None and not path.exists():
+                libbpf.obj_pin(fd, str(path))
