@@ -347,3 +347,34 @@ def test_one_watch_per_interface_and_reconcile_ends_a_live_one(spliced):
     assert "ended meanwhile" in err, err
     assert _attached(veth) == root
     assert not list(Path(xh.bpffs).glob("**/watch"))
+
+
+def test_globals_are_shared_with_the_watched_build(xh, veth, bpf_obj):
+    """A component keeping state in plain globals (.bss/.data) counts every datagram
+    once across the watch: the instrumented build uses the running chain's globals
+    maps, and the pre-flight of the watched build leaves them alone."""
+    from xdphooks.backends.base import running_globals
+    from xdphooks.kernel import libbpf
+
+    quiet(veth)
+    xh.write_config('mode = "static"\ncounters = true\n')
+    install(xh, veth, bpf_obj, "seen", "global_seen", 10)
+    install(xh, veth, bpf_obj, "udp9", "sv_udp9_tx", 20)
+    xh.run("reconcile")
+
+    def globals_now() -> dict[str, int]:
+        with libbpf.fd_closing(libbpf.prog_fd_by_id(_attached(veth))) as fd:
+            return {k.rpartition("_")[2] if not k.endswith("dns_seen") else "dns_seen":
+                    int.from_bytes(v[1], "little") for k, v in running_globals(fd).items()}
+
+    g0 = globals_now()
+    assert g0["marker"] == 0x5EED, g0
+    sender = send_udp(veth, 300, seconds=60, gap=0.005)
+    time.sleep(0.3)
+    xh.run("trace", "--live", veth.iface, "seen", "--count", "100000", "--seconds", "1",
+           timeout=120)
+    sender.wait(timeout=90)
+    time.sleep(0.3)
+    g1 = globals_now()
+    assert g1["seen"] - g0["seen"] == 300, (g0, g1)
+    assert g1["dns_seen"] == g0["dns_seen"], (g0, g1)  # pre-flight's UDP/53 not counted
