@@ -97,8 +97,8 @@ def table(runs: list[dict]) -> str:
             if t["outcome"] in ("failed", "error"):
                 notes.append(f"- {r['kernel']}, FAILED `{nodeid}`: {t.get('message', '')[:300]}")
         if r.get("runs", 1) > 1:
-            notes.append(f"- {r['kernel']}: the VM died mid-suite; the tests it had not "
-                         "reported ran again in a new VM")
+            notes.append(f"- {r['kernel']}: results merged from {r['runs']} VM boots (a VM "
+                         "that died and its re-run, or partial runs)")
     return "\n".join(lines) + ("\n\nMissing capabilities (what the probe said) and failed tests:\n\n"
                                + "\n".join(notes) if notes else "") + "\n"
 
@@ -114,8 +114,12 @@ def main(argv: list[str]) -> int:
         dst = Path(argv[argv.index("--to") + 1]) if "--to" in argv else RESULTS
         dst.mkdir(parents=True, exist_ok=True)
         for p in sorted(src.glob("*.json")):
-            shutil.copyfile(p, dst / p.name)
-            print(f"kernel-table: took {p}")
+            release = json.loads(p.read_text()).get("kernel")  # one file per kernel release
+            if not release:
+                print(f"kernel-table: {p} names no kernel (the guest's doctor failed?); left out")
+                continue
+            shutil.copyfile(p, dst / f"{release}.json")
+            print(f"kernel-table: took {p} as {release}")
     doc = DOC.read_text()
     new = render(doc, load(RESULTS))
     if "--check" in argv:

@@ -25,7 +25,7 @@ from ..model import Link
 from ..link.globals import carry
 from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
-                   load_tail_targets, object_globals, pin_map, running_globals,
+                   load_tail_targets, object_globals, pin_map, running_globals, set_frags,
                    tail_call_targets, write_globals)
 from . import globalpins
 from .preflight import preflight as run_preflight
@@ -466,7 +466,7 @@ def _load(ctx: BuildContext, path: Path, entries, results, shared: dict[str, int
             if p.name != abi.ROOT_PROG:
                 p.set_autoload(False)
             elif frags:
-                p.set_flags(p.flags | abi.BPF_F_XDP_HAS_FRAGS)
+                set_frags(p, True)  # not where the kernel has no multi-buffer XDP (< 5.18)
         by_name = {m.name: m for m in obj.maps()}
         for entry, res in zip(entries, results):
             apply_constants(obj, str(path), entry, prefix=res.prefix)
