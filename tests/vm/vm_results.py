@@ -78,7 +78,9 @@ def pytest_runtest_logreport(report) -> None:
         # the first "E " line says what failed (the command that timed out, the assert),
         # the last one where
         lines = (report.longreprtext or "").strip().splitlines()
-        said = [ln[1:].strip() for ln in lines if ln.startswith("E ")][:1]
+        e_lines = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+        # ... and the command's own error line, when a command failed (xh.run's output)
+        said = e_lines[:1] + [ln for ln in e_lines[1:] if "error" in ln or " fix: " in ln][:1]
         rec["message"] = " | ".join(said + lines[-1:])[:600]
     elif report.skipped and rec["outcome"] == "passed":
         rec["outcome"] = "skipped"
