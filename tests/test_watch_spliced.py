@@ -378,3 +378,20 @@ def test_globals_are_shared_with_the_watched_build(xh, veth, bpf_obj):
     g1 = globals_now()
     assert g1["seen"] - g0["seen"] == 300, (g0, g1)
     assert g1["dns_seen"] == g0["dns_seen"], (g0, g1)  # pre-flight's UDP/53 not counted
+
+
+def test_ctrl_c_during_the_build_still_swaps_back(spliced):
+    xh, veth, _ = spliced
+    root = _attached(veth)
+    tracer = xh_popen(xh, "trace", "--live", veth.iface, "udp9", "--count", "100",
+                      "--seconds", "60")
+    try:
+        time.sleep(1.0)  # discovery and the build are under way (signals wait)
+        tracer.send_signal(signal.SIGINT)
+        out, err = tracer.communicate(timeout=60)
+    finally:
+        tracer.kill()
+    assert "Traceback" not in err, err
+    assert _attached(veth) == root, out + err
+    assert not list(Path(xh.bpffs).glob("**/watch")), "watch pins left behind"
+    assert "watched" not in xh.run("status").stdout

@@ -317,76 +317,20 @@ def end_watches(paths: Paths, stale_only: bool = False, key: str | None = None) 
 def watching(paths: Paths, iface: InterfaceRef, instrument: Instrument, purpose: str,
              seconds: float) -> Iterator[Watch]:
     """Swap an instrumented build of the running static chain in for the duration."""
-    from . import coordinator, state as state_mod
-    from .backends import static
-    from .backends.base import BuildContext, PreviousChain
+    from . import state as state_mod
     from .kernel import xdp
 
-    w: Watch | None = None
-    with _signals_held(), state_mod.Lock(paths.lock_file):
-        said = end_watches(paths, stale_only=True)  # a watch killed earlier
-        live = read_leases(paths).get(iface.key)
-        if live is not None:
-            raise UsageError(f"{iface} is already {live.describe()}; nothing was watched",
-                             fix="wait for that watch to end (one watch per interface)")
-        sess = coordinator.gather(paths, coordinator.Options(interfaces=(str(iface),)))
-        rec = sess.state.interfaces.get(iface.key)
-        if rec is None:
-            raise UsageError(f"no chain on {iface}", fix="see xdphooks status for the interfaces")
-        chain = sess.desired.get(iface)
-        index, attached = xdp.query(iface)
-        if attached != rec.prog_id:
-            raise XdphooksError(f"{iface}: program id {attached} runs, not the recorded chain "
-                                f"(id {rec.prog_id}); nothing was watched",
-                                fix="run 'xdphooks reconcile' first")
-        if chain is None or chain.fingerprint() != rec.fingerprint:
-            raise XdphooksError(f"{iface}: the configuration or the plugins changed since its "
-                                "chain was built, so a watched build would not be the chain "
-                                "that runs; nothing was watched",
-                                fix="run 'xdphooks reconcile' first")
-        gen_dir = Path(rec.pin_dir)
-        share, share_globals, fds = _share(gen_dir, rec.prog_id)
-        os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="build-", dir=paths.run_dir))
-        built = None
-        try:
-            ctx = BuildContext(iface, chain, paths, workdir, coordinator.DATA_DIR,
-                               sess.config.counters,
-                               PreviousChain(gen_dir, {}, mode=rec.mode),
-                               coordinator._prog_arrays_hook(sess, iface))
-            ctx.instrument, ctx.share_maps, ctx.share_globals = instrument, share, share_globals
-            built = static.build(ctx)
-            wdir = paths.iface_pin_dir(iface.key) / WATCH_PIN
-            bpffs.rmtree(wdir)
-            wdir.mkdir(parents=True, mode=0o700)
-            for name, fd in built.pins.items():
-                libbpf.obj_pin(fd, str(wdir / name))
-            watched = libbpf.prog_info(built.prog_fd)[0].id
-            # pre-flight's canned packets went through the instrumentation too
-            if instrument.prof_fd >= 0:
-                prof_zero(instrument.prof_fd)
-            if instrument.ring_fd >= 0:
-                with libbpf.RingBuffer(instrument.ring_fd, lambda _b: True) as rb:
-                    rb.consume()
-            now = time.time()
-            lease = Lease(str(iface), iface.key, purpose, os.getpid(), os.getuid(), _tty(),
-                          now, now + seconds + 30, watched, rec.prog_id, str(gen_dir / "root"))
-            _write_lease(paths, lease)  # before the swap: a SIGKILL after it is recoverable
-            try:
-                _replace(iface, index, rec.prog_id, built.prog_fd, rec.xdp_mode)
-            except BaseException:
-                bpffs.rmtree(wdir)
-                (lease_dir(paths) / f"{iface.key}.json").unlink(missing_ok=True)
-                raise
-            w = Watch(iface, rec, chain, watched, lease)
-            w.ended_by_other = "; ".join(said)
-        finally:
-            if built is not None:
-                built.close()  # the pins and the attachment hold the chain
-            for fd in fds:
-                os.close(fd)
-            shutil.rmtree(workdir, ignore_errors=True)
+    # signals wait from before the swap in until the try below that swaps back: a
+    # Ctrl-C during the build is acted on only once the finally is in place
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
+        with state_mod.Lock(paths.lock_file):
+            w = _swap_in(paths, iface, instrument, purpose, seconds)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         yield w
     finally:
         with _signals_held(), state_mod.Lock(paths.lock_file):
@@ -397,6 +341,79 @@ def watching(paths: Paths, iface: InterfaceRef, instrument: Instrument, purpose:
             now_lease = read_leases(paths).get(iface.key)
             if now_lease is None or now_lease.watched_id == w.prog_id:  # not a newer watch
                 end_watches(paths, key=iface.key)
+
+
+def _swap_in(paths: Paths, iface: InterfaceRef, instrument: Instrument, purpose: str,
+             seconds: float) -> Watch:
+    """Build the instrumented chain, pin it, write the lease, swap it in (lock held)."""
+    from . import coordinator
+    from .backends import static
+    from .backends.base import BuildContext, PreviousChain
+    from .kernel import xdp
+
+    said = end_watches(paths, stale_only=True)  # a watch killed earlier
+    live = read_leases(paths).get(iface.key)
+    if live is not None:
+        raise UsageError(f"{iface} is already {live.describe()}; nothing was watched",
+                         fix="wait for that watch to end (one watch per interface)")
+    sess = coordinator.gather(paths, coordinator.Options(interfaces=(str(iface),)))
+    rec = sess.state.interfaces.get(iface.key)
+    if rec is None:
+        raise UsageError(f"no chain on {iface}", fix="see xdphooks status for the interfaces")
+    chain = sess.desired.get(iface)
+    index, attached = xdp.query(iface)
+    if attached != rec.prog_id:
+        raise XdphooksError(f"{iface}: program id {attached} runs, not the recorded chain "
+                            f"(id {rec.prog_id}); nothing was watched",
+                            fix="run 'xdphooks reconcile' first")
+    if chain is None or chain.fingerprint() != rec.fingerprint:
+        raise XdphooksError(f"{iface}: the configuration or the plugins changed since its "
+                            "chain was built, so a watched build would not be the chain "
+                            "that runs; nothing was watched",
+                            fix="run 'xdphooks reconcile' first")
+    gen_dir = Path(rec.pin_dir)
+    share, share_globals, fds = _share(gen_dir, rec.prog_id)
+    os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="build-", dir=paths.run_dir))
+    built = None
+    try:
+        ctx = BuildContext(iface, chain, paths, workdir, coordinator.DATA_DIR,
+                           sess.config.counters,
+                           PreviousChain(gen_dir, {}, mode=rec.mode),
+                           coordinator._prog_arrays_hook(sess, iface))
+        ctx.instrument, ctx.share_maps, ctx.share_globals = instrument, share, share_globals
+        built = static.build(ctx)
+        wdir = paths.iface_pin_dir(iface.key) / WATCH_PIN
+        bpffs.rmtree(wdir)
+        wdir.mkdir(parents=True, mode=0o700)
+        for name, fd in built.pins.items():
+            libbpf.obj_pin(fd, str(wdir / name))
+        watched = libbpf.prog_info(built.prog_fd)[0].id
+        # pre-flight's canned packets went through the instrumentation too
+        if instrument.prof_fd >= 0:
+            prof_zero(instrument.prof_fd)
+        if instrument.ring_fd >= 0:
+            with libbpf.RingBuffer(instrument.ring_fd, lambda _b: True) as rb:
+                rb.consume()
+        now = time.time()
+        lease = Lease(str(iface), iface.key, purpose, os.getpid(), os.getuid(), _tty(),
+                      now, now + seconds + 30, watched, rec.prog_id, str(gen_dir / "root"))
+        _write_lease(paths, lease)  # before the swap: a SIGKILL after it is recoverable
+        try:
+            _replace(iface, index, rec.prog_id, built.prog_fd, rec.xdp_mode)
+        except BaseException:
+            bpffs.rmtree(wdir)
+            (lease_dir(paths) / f"{iface.key}.json").unlink(missing_ok=True)
+            raise
+        w = Watch(iface, rec, chain, watched, lease)
+        w.ended_by_other = "; ".join(said)
+        return w
+    finally:
+        if built is not None:
+            built.close()  # the pins and the attachment hold the chain
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 __all__ = ["Lease", "Watch", "watching", "end_watches", "read_leases", "ring_map",
