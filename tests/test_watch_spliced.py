@@ -70,6 +70,9 @@ def test_trace_live_of_a_spliced_slot_shows_each_packet_and_swaps_back(spliced):
         assert _attached(veth) != root, first  # the instrumented build runs meanwhile
         lease = xh.run("status").stdout
         assert "watched (trace udp9) by pid" in lease and " until " in lease, lease
+        assert "NOT ATTACHED" not in lease, lease
+        check = xh.run("reconcile", "--check", check=False)  # the watched build is ours
+        assert check.returncode == 0 and "in sync" in check.stdout, check.stdout + check.stderr
         sender = send_udp(veth, 5)
         out, err = tracer.communicate(timeout=60)
         sender.wait(timeout=30)

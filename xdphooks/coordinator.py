@@ -230,6 +230,11 @@ def observe(paths: Paths, state: State) -> dict[InterfaceRef, Observed]:
                 pid = xdp.pinned_prog_id(g / "root") if parsed else 0
                 if parsed and pid:
                     gens[pid] = (g, parsed[1])
+            # a watch's instrumented build (watchlease.py) stands for the recorded chain
+            rec = state.interfaces.get(key)
+            wid = xdp.pinned_prog_id(idir / "watch" / "root") if rec else 0
+            if wid and rec.prog_id in gens:
+                gens[wid] = gens[rec.prog_id]
         ifindex, attached = _locate(iface, state.interfaces.get(key), gens)
         out[iface] = Observed(iface, ifindex, attached, gens, state.interfaces.get(key))
         _recognise_lost(paths, out[iface])
