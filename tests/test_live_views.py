@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from xdphooks.capabilities import has_load_bytes
 from freplace_support import IN_VM
 
 pytestmark = [pytest.mark.kernel, pytest.mark.vm]
@@ -117,6 +118,12 @@ def test_trace_live_shows_each_packets_verdict_of_one_component(chain):
         if not first:
             err = tracer.communicate(timeout=10)[1]
             refused_here(err)
+            if mode == "static" and not has_load_bytes():  # Linux before 5.18 (the 5.10 VM)
+                assert f"bpf_xdp_load_bytes, which Linux {os.uname().release} does not " \
+                    "have (it came in 5.18); nothing was changed" in err, err
+                assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+                print(err)  # the refusal, for the kernel matrix
+                return
             pytest.fail(err)
         link = "freplace" if mode == "freplace" else "called"
         assert first.startswith(f"live trace of udp9 (slot 1, {link})"), first

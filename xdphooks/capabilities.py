@@ -10,13 +10,10 @@ import functools
 import os
 from pathlib import Path
 
+from .link.insn import HELPER_XDP_ADJUST_META, HELPER_XDP_GET_BUFF_LEN, HELPER_XDP_LOAD_BYTES
 from .paths import DATA_DIR
 from .probe import probe_freplace
 
-
-#: helper ids (include/uapi/linux/bpf.h)
-HELPER_XDP_ADJUST_META = 54
-HELPER_XDP_GET_BUFF_LEN = 188
 #: kfuncs the corpus calls (tests/corpus), looked up in the kernel's BTF by name
 CORPUS_KFUNCS = ("bpf_xdp_ct_lookup",)
 
@@ -156,6 +153,7 @@ def capabilities(cache_dir: Path, data_dir: Path | None = None) -> dict[str, tup
         "frags": frags,
         "adjust_meta": _adjust_meta,
         "xdp_get_buff_len": lambda: _helper(HELPER_XDP_GET_BUFF_LEN, "bpf_xdp_get_buff_len"),
+        "xdp_load_bytes": lambda: _helper(HELPER_XDP_LOAD_BYTES, "bpf_xdp_load_bytes"),
         "corpus_kfuncs": _kfuncs,
     }
     out = {}
@@ -165,6 +163,12 @@ def capabilities(cache_dir: Path, data_dir: Path | None = None) -> dict[str, tup
         except Exception as e:  # noqa: BLE001 - a probe reports, it never raises
             out[name] = (False, f"probe failed: {e}")
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def has_load_bytes() -> bool:
+    """bpf_xdp_load_bytes (Linux 5.18), which trace --live's packet copy uses."""
+    return _helper(HELPER_XDP_LOAD_BYTES, "bpf_xdp_load_bytes")[0]
 
 
 @functools.lru_cache(maxsize=None)

@@ -123,10 +123,17 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
     import sys
 
     from . import pcap as pcap_mod, watchlease
+    from .capabilities import has_load_bytes
     from .kernel.libbpf import RingBuffer
     from .link.splice import CAPTURE_HDR, WHERE_ENTRY, WHERE_EXIT, Instrument
 
     where = {w.strip() for w in args.capture.split(",") if w.strip()}
+    if not has_load_bytes():
+        raise XdphooksError(
+            f"trace --live on a static chain copies each packet with bpf_xdp_load_bytes, "
+            f"which Linux {os.uname().release} does not have (it came in 5.18); nothing "
+            "was changed", fix="'xdphooks status --profile' times the slots on this "
+                               "kernel; for a packet view, run Linux 5.18 or later")
     if not where or where - {"entry", "exit"}:
         raise UsageError(f"--capture {args.capture!r}: say entry, exit or entry,exit",
                          fix="e.g. --capture entry,exit")

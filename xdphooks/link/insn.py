@@ -27,6 +27,10 @@ LD_IMM64 = LD | IMM | DW  # 0x18, two slots
 PSEUDO_CALL, PSEUDO_KFUNC_CALL, PSEUDO_FUNC = 1, 2, 4
 FP = 10
 HELPER_MAP_LOOKUP, HELPER_TAIL_CALL = 1, 12
+#: helper ids (include/uapi/linux/bpf.h) the generated code calls or the probes ask for
+HELPER_KTIME, HELPER_XDP_ADJUST_META = 5, 54
+HELPER_RINGBUF_RESERVE, HELPER_RINGBUF_SUBMIT = 131, 132
+HELPER_XDP_GET_BUFF_LEN, HELPER_XDP_LOAD_BYTES = 188, 189
 
 
 class Label:
