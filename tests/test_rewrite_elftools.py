@@ -38,6 +38,8 @@ def _read(path):
 
 
 def _section_name(name: str) -> str:
+    if name in (".data", ".bss"):  # each slot's globals in a section (internal map) of its own
+        return f"{name}.xdph_s{SLOT}"
     return f"{name}.xdph.s{SLOT}" if name in RENAMED_SECTIONS else name
 
 
