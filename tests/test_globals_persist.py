@@ -21,7 +21,7 @@ import time
 from conftest import mode_config, one_program
 from freplace_support import both_modes
 
-RELINKS = {"static": 100, "freplace": 10}  # the VM emulates its CPU: slow relinks
+RELINKS = {"static": 100, "freplace": 4}  # the VM emulates its CPU: 4 = each kind of relink once
 
 #: the peer's sender: UDP to <ip>:9 every ~1 ms until <stop file> exists; prints the
 #: number of datagrams the kernel accepted
