@@ -58,27 +58,40 @@ def _packets(iface: dict, name: str) -> int:
     return next(p for p in iface["programs"] if p["name"] == name)["packets"]
 
 
+def _trace(xh, veth, program: str, slot: int, count: int, *extra: str, seconds: int = 30,
+           timeout: int = 60, while_watched=None) -> tuple[str, str]:
+    """`trace --live` of one spliced program while ``count`` datagrams are sent: (its first
+    line, the rest of its stdout). ``while_watched(first)`` runs once the tracer is attached."""
+    tracer = xh_popen(xh, "trace", "--live", veth.iface, program, "--count", str(count),
+                      "--seconds", str(seconds), *extra)
+    try:
+        first = tracer.stdout.readline()
+        assert first.startswith(f"live trace of {program} (slot {slot}, spliced)"), \
+            first + tracer.communicate(timeout=30)[1]
+        if while_watched is not None:
+            while_watched(first)
+        sender = send_udp(veth, count)
+        out, err = tracer.communicate(timeout=timeout)
+        sender.wait(timeout=30)
+    finally:
+        tracer.kill()
+    assert tracer.returncode == 0, err
+    return first, out
+
+
 def test_trace_live_of_a_spliced_slot_shows_each_packet_and_swaps_back(spliced):
     xh, veth, before = spliced
     root = _attached(veth)
-    tracer = xh_popen(xh, "trace", "--live", veth.iface, "udp9", "--count", "5",
-                      "--seconds", "30")
-    try:
-        first = tracer.stdout.readline()
-        assert first.startswith("live trace of udp9 (slot 1, spliced)"), \
-            first + tracer.communicate(timeout=30)[1]
+
+    def while_watched(first: str) -> None:
         assert _attached(veth) != root, first  # the instrumented build runs meanwhile
         lease = xh.run("status").stdout
         assert "watched (trace udp9) by pid" in lease and " until " in lease, lease
         assert "NOT ATTACHED" not in lease, lease
         check = xh.run("reconcile", "--check", check=False)  # the watched build is ours
         assert check.returncode == 0 and "in sync" in check.stdout, check.stdout + check.stderr
-        sender = send_udp(veth, 5)
-        out, err = tracer.communicate(timeout=60)
-        sender.wait(timeout=30)
-    finally:
-        tracer.kill()
-    assert tracer.returncode == 0, err
+
+    first, out = _trace(xh, veth, "udp9", 1, 5, while_watched=while_watched)
     print(first + out)
     lines = out.strip().splitlines()
     pkts = [ln for ln in lines if " B  " in ln]
@@ -118,19 +131,8 @@ def _tcpdump(path: str) -> list[tuple[int, str]]:
 def test_pcap_of_a_rewriting_slot_before_and_after_read_back_by_tcpdump(spliced, tmp_path):
     xh, veth, _ = spliced
     pcap = tmp_path / "adjust.pcapng"
-    tracer = xh_popen(xh, "trace", "--live", veth.iface, "adjust", "--count", "4",
-                      "--seconds", "30", "--capture", "entry,exit", "--pcap", str(pcap),
-                      "--snaplen", "128")
-    try:
-        first = tracer.stdout.readline()
-        assert first.startswith("live trace of adjust (slot 2, spliced)"), \
-            first + tracer.communicate(timeout=30)[1]
-        sender = send_udp(veth, 4)
-        out, err = tracer.communicate(timeout=60)
-        sender.wait(timeout=30)
-    finally:
-        tracer.kill()
-    assert tracer.returncode == 0, err
+    first, out = _trace(xh, veth, "adjust", 2, 4, "--capture", "entry,exit", "--pcap",
+                        str(pcap), "--snaplen", "128")
     print(first + out)
     pkts = _tcpdump(str(pcap))
     assert len(pkts) == 8, pkts  # each datagram as adjust got it, then as it left it
@@ -262,18 +264,7 @@ def test_segmented_chain_of_66_last_segment_traced_and_every_slot_profiled(xh, v
     assert list(Path(before.get("pin_dir") or xh.bpffs).glob("**/segments")), \
         "expected a segmented chain"
     assert {p["link"] for p in before["programs"]} == {"spliced"}, before
-    tracer = xh_popen(xh, "trace", "--live", veth.iface, "udp9", "--count", "3",
-                      "--seconds", "120")
-    try:
-        first = tracer.stdout.readline()
-        assert first.startswith("live trace of udp9 (slot 65, spliced)"), \
-            first + tracer.communicate(timeout=30)[1]
-        sender = send_udp(veth, 3)
-        out, err = tracer.communicate(timeout=180)
-        sender.wait(timeout=30)
-    finally:
-        tracer.kill()
-    assert tracer.returncode == 0, err
+    first, out = _trace(xh, veth, "udp9", 65, 3, seconds=120, timeout=180)
     pkts = [ln for ln in out.splitlines() if " B  " in ln]
     assert len(pkts) == 3 and all(" tx " in ln and "chain: log" in ln for ln in pkts), out
     sender = send_udp(veth, 100000, seconds=60.0, gap=0.002)
