@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import pkg_support as pu
-from test_crash import bpftool_counts, pinned_roots, settle
+from test_crash import NOTHING_NEW, bpftool_counts, pinned_roots, settle
 
 pytestmark = pytest.mark.kernel
 
@@ -81,7 +81,7 @@ def test_32_concurrent_reconciles_lose_no_update(xh, veth, bpf_obj):
     print(f"\n[concurrency] {ACTORS} reconciles, {applied} of them changed the chain; "
           f"end chain {len(want)} programs")
     xh.run("teardown", "--all")
-    assert settle(baseline) == baseline, "kernel objects leaked"
+    assert settle(baseline) == NOTHING_NEW, "kernel objects leaked"
 
 
 # --- with real package transactions -------------------------------------------------

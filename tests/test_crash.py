@@ -36,25 +36,31 @@ PLUGIN = textwrap.dedent("""
 ATTACH_POINTS = [p for p in POINTS if p != "after-detach"]
 
 
-def bpftool_counts() -> dict[str, int]:
-    """Kernel objects of the kinds a chain is made of (other BPF users of the host,
-    e.g. systemd's cgroup programs, are other types)."""
+def bpftool_counts() -> dict[str, frozenset[int]]:
+    """Ids of the kernel objects of the kinds a chain is made of (other BPF users of
+    the host, e.g. systemd's cgroup programs, are other types). Ids, not counts: an
+    object another test or process frees meanwhile must not hide one we leaked."""
     progs = json.loads(sh("bpftool", "-j", "prog", "show").stdout or "[]")
     maps = json.loads(sh("bpftool", "-j", "map", "show").stdout or "[]")
     links = json.loads(sh("bpftool", "-j", "link", "show").stdout or "[]")
-    return {"progs": sum(p.get("type") in ("xdp", "ext") for p in progs),
-            "maps": len(maps),
-            "links": sum(ln.get("type") in ("xdp", "tracing") for ln in links)}
+    return {"progs": frozenset(p["id"] for p in progs if p.get("type") in ("xdp", "ext")),
+            "maps": frozenset(m["id"] for m in maps),
+            "links": frozenset(ln["id"] for ln in links
+                               if ln.get("type") in ("xdp", "tracing"))}
 
 
-def settle(expected: dict[str, int], timeout: float = 10) -> dict[str, int]:
-    """Kernel objects go away after an RCU grace period: poll a little."""
+def settle(baseline: dict[str, frozenset[int]], timeout: float = 10) -> dict[str, list[int]]:
+    """Objects created since `baseline` that still exist (empty lists: nothing leaked).
+    Kernel objects go away after an RCU grace period: poll a little."""
     deadline = time.monotonic() + timeout
     while True:
         now = bpftool_counts()
-        if now == expected or time.monotonic() > deadline:
-            return now
-        time.sleep(0.2)
+        new = {kind: sorted(now[kind] - baseline[kind]) for kind in now}
+        if not any(new.values()) or time.monotonic() > deadline:
+            return new
+
+
+NOTHING_NEW = {"progs": [], "maps": [], "links": []}
 
 
 def attached_id(veth) -> int:
@@ -166,7 +172,7 @@ def test_crash_while_changing_chain(xh, veth, bpf_obj, point):
     crash_cycle(xh, veth, point, ["first", "second"])
     # Nothing leaked: teardown returns the kernel to the baseline.
     xh.run("teardown", "--all")
-    assert settle(baseline) == baseline, f"leak after a crash at {point}"
+    assert settle(baseline) == NOTHING_NEW, f"leak after a crash at {point}"
 
 
 @pytest.mark.skipif(IN_VM, reason="host test")
@@ -176,7 +182,7 @@ def test_crash_while_detaching(xh, veth, bpf_obj):
     (xh.plugin_dir / "first.py").unlink()
     crash_cycle(xh, veth, "after-detach", [])
     xh.run("teardown", "--all")
-    assert settle(baseline) == baseline
+    assert settle(baseline) == NOTHING_NEW
 
 
 @vm_only[0]
@@ -198,7 +204,7 @@ def test_crash_at_every_point_freplace(xh, veth, bpf_obj):
         plugin.unlink()
     crash_cycle(xh, veth, "after-detach", [])
     xh.run("teardown", "--all")
-    assert settle(baseline) == baseline, "leak after the freplace crash points"
+    assert settle(baseline) == NOTHING_NEW, "leak after the freplace crash points"
 
 
 @pytest.mark.skipif(IN_VM, reason="host test")

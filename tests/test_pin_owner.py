@@ -58,7 +58,10 @@ def test_removed_plugins_maps_are_not_inherited(xh, veth, bpf_obj, mode):
     assert len(said) == 1, proc.stdout + proc.stderr
     assert "plugin 'alpha'" in said[0] and "plugin 'beta'" in said[0] \
         and "alpha.o" in said[0] and "beta.o" in said[0] and "pkt_count" in said[0], said[0]
-    assert _count(xh) == 0  # beta starts from empty maps
+    # beta starts from empty maps; an ARP or ND packet of the veth's own may arrive
+    # between the swap and this read (seen once in CI), so "empty" is "far below kept"
+    fresh = _count(xh)
+    assert fresh <= 2 < kept, (fresh, kept)
     _ping(veth, 3)
     assert 3 <= _count(xh) < kept + 3
     owners = _owners(xh)
