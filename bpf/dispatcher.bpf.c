@@ -52,8 +52,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 * 1024);
+	__uint(max_entries, XDPHOOKS_EVENTS_SIZE);
 } xdph_events SEC(".maps");
+
+#include "xdphooks_log.h" /* xdph_log(): the `log` decision's record */
 
 /* An impossible value the stub "returns" unless replaced: the verifier cannot
  * fold it (volatile stack slot), and it never matches a real action. */
@@ -106,18 +108,10 @@ static __always_inline int xdph_after(struct xdp_md *ctx, __u32 slot, int ret,
 		decision = ((const volatile __u8 *)xdph_config.policy)[off];
 	}
 	if (decision == XDPH_LOG) {
-		if (xdph_config.events_enabled) {
-			struct xdph_event *e = bpf_ringbuf_reserve(&xdph_events, sizeof(*e), 0);
-
-			if (e) {
-				e->ts_ns = bpf_ktime_get_ns();
-				e->slot = slot;
-				e->retval = (__u32)ret;
-				e->ifindex = ctx->ingress_ifindex;
-				e->flags = 0;
-				bpf_ringbuf_submit(e, 0);
-			}
-		}
+		/* out of line, as in the static chain: the record and the packet's
+		 * first bytes (xdphooks_log.h) */
+		if (xdph_config.events_enabled)
+			xdph_log(ctx, slot, (__u32)ret);
 		return 0;
 	}
 	if (decision == XDPH_RETURN) {

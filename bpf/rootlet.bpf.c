@@ -38,23 +38,9 @@ struct {
 	__uint(max_entries, XDPHOOKS_EVENTS_SIZE);
 } xdph_events SEC(".maps");
 
-/* The `log` decision: called out of line, only on the verdicts that log.
- * Global, so the verifier checks it once, with scalar arguments. */
-__attribute__((noinline)) int xdph_log(__u32 slot, __u32 ret, __u32 ifindex)
-{
-	struct xdphooks_event *e;
-
-	e = bpf_ringbuf_reserve(&xdph_events, sizeof(*e), 0);
-	if (!e)
-		return 0;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->slot = slot;
-	e->retval = ret;
-	e->ifindex = ifindex;
-	e->flags = 0;
-	bpf_ringbuf_submit(e, 0);
-	return 0;
-}
+/* The `log` decision, called out of line by the generated epilogue only on the
+ * verdicts that log: xdph_log(ctx, slot, verdict). */
+#include "xdphooks_log.h"
 
 /* Replaced by the generated chain; referencing the maps and xdph_log keeps
  * them (and their BTF) in the object whatever clang decides. */
@@ -64,7 +50,7 @@ int xdphooks_root(struct xdp_md *ctx)
 	__u32 key = 0;
 
 	if (ctx->ingress_ifindex == 0xffffffff)
-		return xdph_log(0, 0, 0) + (bpf_map_lookup_elem(&xdph_counters, &key) != 0);
+		return xdph_log(ctx, 0, 0) + (bpf_map_lookup_elem(&xdph_counters, &key) != 0);
 	return XDP_PASS;
 }
 

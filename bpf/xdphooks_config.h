@@ -12,7 +12,8 @@
 #define XDPHOOKS_MAX_CHAIN 256   /* programs in one static chain: counters rows */
 #define XDPHOOKS_MAX_SEGMENTS 32 /* linked programs joined by tail calls */
 #define XDPHOOKS_MAGIC 0x58445048 /* 'XDPH' */
-#define XDPHOOKS_VERSION 2 /* 2: counters in one per-CPU value */
+/* 2: counters in one per-CPU value; 3: each event carries the packet's first bytes */
+#define XDPHOOKS_VERSION 3
 #define XDPHOOKS_CONFIG_VERSION XDPHOOKS_VERSION
 
 /* decision codes */
@@ -50,24 +51,21 @@ struct xdphooks_counters {
 	__u64 verdicts[XDPHOOKS_MAX_CHAIN][XDPH_NR_POLICY]; /* by policy index */
 };
 
-/* record in ring buffer `xdph_events` (RINGBUF, 64 KiB) */
+/* record in ring buffer `xdph_events` (RINGBUF, 64 KiB), written by xdph_log()
+ * (xdphooks_log.h) when a slot's policy says `log`. The packet's first bytes come
+ * with it, so `xdphooks events` can say which packet (addresses, ports) it was. */
+#define XDPHOOKS_EVENT_SNAPLEN 128 /* Ethernet + 2 VLAN tags + IPv6 + TCP fit */
 struct xdphooks_event {
 	__u64 ts_ns;
 	__u32 slot;
 	__u32 retval;
 	__u32 ifindex;
 	__u32 flags;
+	__u32 pkt_len; /* data_end - data: the packet (its first buffer if multi-buffer) */
+	__u32 cap_len; /* bytes of it in pkt[], min(pkt_len, SNAPLEN) */
+	__u8 pkt[XDPHOOKS_EVENT_SNAPLEN];
 };
 
 #define XDPHOOKS_EVENTS_SIZE (64 * 1024)
-
-/* same layout under the name dispatcher.bpf.c uses */
-struct xdph_event {
-	__u64 ts_ns;
-	__u32 slot;
-	__u32 retval;
-	__u32 ifindex;
-	__u32 flags;
-};
 
 #endif /* XDPHOOKS_CONFIG_H */

@@ -121,7 +121,7 @@ _xdphooks()
         doctor)    opts="--capabilities-json" ;;
         trace)     opts="--udp --tcp --file --live --count --seconds --pcap --snaplen --capture" ;;
         watch)     opts="--seconds" ;;
-        events)    opts="" ;;
+        events)    opts="--json --pcap" ;;
         history)   opts="-n --lines --json" ;;
         metrics)   opts="--textfile --listen --allow-remote --openmetrics --seconds" ;;
         *)         return ;;

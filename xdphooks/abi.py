@@ -21,7 +21,7 @@ MAX_SLOTS = 128  # XDPHOOKS_MAX_SLOTS: per linked program / dispatcher config
 MAX_CHAIN = 256  # XDPHOOKS_MAX_CHAIN: programs in one static chain (counters rows)
 MAX_SEGMENTS = 32  # XDPHOOKS_MAX_SEGMENTS: linked programs joined by tail calls (kernel: 33)
 MAGIC = 0x58445048  # 'XDPH'
-VERSION = 2  # 2: counters in one per-CPU value
+VERSION = 3  # 2: counters in one per-CPU value; 3: events carry the packet's first bytes
 
 # decision codes (XDPH_CONTINUE, XDPH_RETURN, XDPH_LOG)
 DECISION_CONTINUE, DECISION_RETURN, DECISION_LOG = 0, 1, 2
@@ -87,8 +87,13 @@ def counter_offset(slot: int, policy_index: int = 0) -> int:
 #: chain pinned before an upgrade keeps it until its next rebuild, and status reads it
 V1_SLOT_STATS = struct.Struct(f"<{1 + NR_POLICY}Q")
 
-# struct xdphooks_event {u64 ts_ns; u32 slot, retval, ifindex, flags;}
-EVENT = struct.Struct("<QIIII")
+# struct xdphooks_event {u64 ts_ns; u32 slot, retval, ifindex, flags, pkt_len, cap_len;
+# u8 pkt[EVENT_SNAPLEN];}: written by xdph_log() (bpf/xdphooks_log.h)
+EVENT_SNAPLEN = 128
+EVENT = struct.Struct(f"<QIIIIII{EVENT_SNAPLEN}s")
+#: version 2's record (no packet): a chain pinned before an upgrade writes it until its
+#: next rebuild, and counters.read_events reads both, told apart by their size
+V2_EVENT = struct.Struct("<QIIII")
 EVENTS_SIZE = 64 * 1024
 
 

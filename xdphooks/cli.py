@@ -88,8 +88,13 @@ def _parser() -> argparse.ArgumentParser:
                        "(netlink, all namespaces)")
     w.add_argument("--seconds", type=float, help="stop after this long (default: forever)")
 
-    ev = sub.add_parser("events", help="'log' events recorded by the chains")
+    ev = sub.add_parser("events", help="'log' events recorded by the chains, with the "
+                        "packet (addresses, protocol, ports, length)")
     ev.add_argument("interface", nargs="?")
+    evout = ev.add_mutually_exclusive_group()
+    evout.add_argument("--json", action="store_true", help="one JSON object per line")
+    evout.add_argument("--pcap", metavar="FILE", help="write the events' captured headers "
+                       "as pcapng (- for stdout)")
 
     m = sub.add_parser("metrics", help="chains, programs and reconcile results as "
                        "Prometheus/OpenMetrics text")
@@ -325,9 +330,9 @@ def cmd_trace(args, paths) -> int:
 
 
 def cmd_events(args, paths) -> int:
-    from . import status
+    from . import events
 
-    return status.events_main(args, paths)
+    return events.main(args, paths)
 
 
 def cmd_history(args, paths) -> int:

@@ -14,6 +14,7 @@ import json
 import os
 import stat
 import struct
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -79,17 +80,24 @@ def _read_v1(fd: int, nr_slots: int, ncpu: int) -> list[dict]:
 
 
 def read_events(events: int | str, limit: int = 1000) -> list[dict]:
-    """Consume up to ``limit`` events from the ring buffer (fd or pinned path).
+    """Consume up to ``limit`` events from the ring buffer (fd or pinned path), as
+    :func:`decode_event` dicts. Consumed events are gone (libbpf's
+    ``ring_buffer__consume`` advances the consumer position)."""
+    return [decode_event(rec) for rec in iter_ring(events, limit, abi.V2_EVENT.size)]
 
-    Consumed events are gone (libbpf's ``ring_buffer__consume`` advances the
-    consumer position). Returns dicts with ts_ns, slot, retval, ifindex, flags.
-    """
-    out = []
-    for rec in iter_ring(events, limit, abi.EVENT.size):
-        ts, slot, ret, ifindex, flags = abi.EVENT.unpack_from(rec, 0)
-        out.append({"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex,
-                    "flags": flags})
-    return out
+
+def decode_event(rec: bytes) -> dict:
+    """One ring record: ts_ns, slot, retval, ifindex, flags, pkt_len and pkt (the
+    packet's first bytes). A version 2 chain, pinned before an upgrade and running
+    until its next rebuild, writes the shorter record without the packet: pkt_len
+    None, pkt b""."""
+    ts, slot, ret, ifindex, flags = abi.V2_EVENT.unpack_from(rec, 0)
+    pkt_len, pkt = None, b""
+    if len(rec) >= abi.EVENT.size:
+        *_, pkt_len, cap_len, data = abi.EVENT.unpack_from(rec, 0)
+        pkt = data[:min(cap_len, abi.EVENT_SNAPLEN)]
+    return {"ts_ns": ts, "slot": slot, "retval": ret, "ifindex": ifindex, "flags": flags,
+            "pkt_len": pkt_len, "pkt": pkt}
 
 
 def iter_ring(ring: int | str, limit: int, min_len: int = 0) -> Iterator[bytes]:
@@ -125,13 +133,21 @@ def drain_events(paths: "Paths", rec, limit: int = 100000) -> int:
         return 0
     name = f"{rec.netns}/{rec.name}" if rec.netns else rec.name
     lines = []
+    # ts_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns), which restarts at boot: the wall
+    # clock is taken now, while the offset between them is this boot's
+    mono_to_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     for ev in read_events(str(path), limit):
         slot = ev["slot"]
         prog = rec.programs[slot].name if slot < len(rec.programs) else f"slot {slot}"
         verdict = (POLICY_KEYS[ev["retval"]] if ev["retval"] < len(ACTIONS)
                    else f"unknown({ev['retval']})")
-        lines.append(json.dumps({"ts_ns": ev["ts_ns"], "interface": name, "program": prog,
-                                 "verdict": verdict, "generation": rec.generation}))
+        # keys added since the first records hold strings (why: xdphooks/events.py)
+        record = {"ts_ns": ev["ts_ns"], "time_ns": str(ev["ts_ns"] + mono_to_wall),
+                  "interface": name, "program": prog, "slot": str(slot), "verdict": verdict,
+                  "generation": rec.generation}
+        if ev["pkt_len"] is not None:  # raw, decoded when shown (xdphooks/events.py)
+            record.update(packet_len=str(ev["pkt_len"]), packet=ev["pkt"].hex())
+        lines.append(json.dumps(record))
     if lines:
         # never blocks on a FIFO planted there (ENXIO), never follows a symlink
         log = paths.state_dir / "events.log"

@@ -40,10 +40,11 @@ def comment(slot: int, program: str, where: str, verdict: str, decision: str) ->
 
 
 class PcapngWriter:
-    def __init__(self, out: BinaryIO, snaplen: int, name: str = "") -> None:
+    def __init__(self, out: BinaryIO, snaplen: int, name: str = "",
+                 tool: str = "xdphooks trace --live") -> None:
         self.out = out
         shb = struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1) + _option(
-            OPT_COMMENT, b"xdphooks trace --live") + _option(OPT_END, b"")
+            OPT_COMMENT, tool.encode()) + _option(OPT_END, b"")
         idb_opts = _option(IF_TSRESOL, bytes([9]))
         if name:
             idb_opts = _option(2, name.encode()) + idb_opts  # if_name

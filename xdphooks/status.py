@@ -1,4 +1,4 @@
-"""``xdphooks status`` and ``xdphooks events``: read-only views.
+"""``xdphooks status``: a read-only view (``xdphooks events`` is xdphooks/events.py).
 
 Works without root (state file only; kernel facts and counters need root and
 are then reported as null). JSON schema: docs/status-json.md — keys are kept
@@ -261,42 +261,3 @@ def main(args, paths: Paths) -> int:
             time.sleep(args.watch)
     except KeyboardInterrupt:
         return 0
-
-
-#: an events.log record (counters.drain_events)
-EVENT_FIELDS = {"ts_ns": (int,), "generation": (int,)}
-EVENT_REQUIRED = ("ts_ns", "interface", "program", "verdict")
-
-
-def events_main(args, paths: Paths) -> int:
-    from .eventlog import log_file_problem, parse_records, read_lines, skipped_warning
-
-    st, warning = state_mod.load(paths.state_file, paths.pin_root)
-    if warning:
-        print(f"xdphooks: warning: {warning}", file=sys.stderr)
-    if is_root():
-        from .counters import drain_events
-
-        for rec in st.interfaces.values():
-            try:
-                drain_events(paths, rec)
-            except OSError:  # events.log not writable (said below if not a file): show it
-                pass
-    path = paths.state_dir / "events.log"
-    if problem := log_file_problem(path, "events log"):
-        print(f"xdphooks: warning: {problem}", file=sys.stderr)
-    events, bad = parse_records(read_lines(path, "events log")[-1000:], EVENT_FIELDS,
-                                EVENT_REQUIRED)
-    if bad:
-        print(f"xdphooks: warning: {skipped_warning(path, bad, 'events log')}", file=sys.stderr)
-    shown = 0
-    for ev in events:
-        if args.interface and args.interface not in (ev["interface"],
-                                                     ev["interface"].rpartition("/")[2]):
-            continue
-        print(f"{ev['ts_ns'] / 1e9:14.6f} {ev['interface']}: {ev['program']} returned "
-              f"{ev['verdict']} (logged, chain continued)")
-        shown += 1
-    if not shown:
-        print("no events")
-    return 0

@@ -468,9 +468,9 @@ def _epilogue(slot: Slot, obj: _Obj, counters: bool, events: bool, leave: I.Labe
     if abi.DECISION_LOG in codes:
         nxt = I.Label("next")
         out += [I.ja(nxt), I.Place(log),
-                # xdph_log(slot, ret, ctx->ingress_ifindex)
-                I.mov_reg(2, 0), I.mov_imm(1, slot.key),
-                I.ldx(I.DW, 3, I.FP, CTX_SLOT), I.ldx(I.W, 3, 3, abi.XDP_MD_INGRESS_IFINDEX),
+                # xdph_log(ctx, slot, ret): the rootlet's one out-of-line function
+                # records the event with the packet's first bytes (bpf/xdphooks_log.h)
+                I.mov_reg(3, 0), I.mov_imm(2, slot.key), I.ldx(I.DW, 1, I.FP, CTX_SLOT),
                 I.call_symbol(obj.sym_index[abi.LOG_FUNCTION], R_BPF_64_32),
                 I.Place(nxt)]
     return out
