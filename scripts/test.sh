@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export XDPHOOKS_REQUIRE_KERNEL=1 XDPHOOKS_REQUIRE_VM=1 XDPHOOKS_REQUIRE_PKG=1
 export XDPHOOKS_NO_SYSLOG=1
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+# The VM suites start in the background at once and overlap the host tests
+# (tests/vm_suites.py); --durations shows where the time went in every CI log.
+exec .venv/bin/python -m pytest -p no:cacheprovider --durations=25 "$@"

@@ -24,6 +24,9 @@ import pytest
 from xdphooks.model import ChainEntry, Link, VerdictPolicy
 from xdphooks.paths import Paths
 
+# the VM suites start in the background when the session starts (tests/vm_suites.py)
+pytest_plugins = ["vm_suites"]
+
 REPO = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 

@@ -16,7 +16,10 @@ Each run writes build/kernel-results/<kernel>.json (every test's outcome and the
 capabilities as ``xdphooks doctor --capabilities-json`` probes them); scripts/kernel-table.py
 turns the committed copies in docs/kernel-results/ into docs/kernels.md.
 
-XDPHOOKS_VM_KERNELS (default "6.12 6.1 5.10 sid") picks the kernels.
+XDPHOOKS_VM_KERNELS (default "6.12 6.1 5.10 sid") picks the kernels. The runs start in
+the background when the session starts (tests/vm_suites.py, a plugin registered by
+tests/conftest.py), overlapping the host tests; each test_vm_suite[kernel] runs last and
+waits for its own kernel's run.
 """
 
 from __future__ import annotations
@@ -30,18 +33,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-RUNNER = REPO / "tests" / "vm" / "run-in-vm.sh"
-KERNELS = os.environ.get("XDPHOOKS_VM_KERNELS", "6.12 6.1 5.10 sid").split()
-FULL_KERNEL = "6.12"
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "vm"))
-from vm_results import MATRIX  # noqa: E402 - one list, also used by the guest's plugin
-RESULTS_DIR = REPO / "build" / "kernel-results"
-
-
-def vm_args(kernel: str) -> list[str]:
-    """pytest arguments for one kernel: the full VM suite or the matrix set."""
-    args = ["-q", "-rs", "-m", "vm or matrix"]
-    return args if kernel == FULL_KERNEL else args + list(MATRIX)
+import vm_suites  # noqa: E402 - the runs, started by the plugin (or here when it is off)
+from vm_suites import KERNELS  # noqa: E402
 
 
 @pytest.mark.slow
@@ -51,22 +46,20 @@ def test_vm_suite(kernel):
         pytest.skip("already inside the VM")
     if os.geteuid() != 0:
         pytest.fail("the VM suite needs root (it installs kernels/qemu when missing)")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, XDPHOOKS_VM_RESULTS_OUT=str(RESULTS_DIR / f"{kernel}.json"))
     t0 = time.monotonic()
-    # two boots at most (run-in-vm.sh re-runs once what a dead VM had not reported)
-    proc = subprocess.run(["bash", str(RUNNER), kernel, "--", *vm_args(kernel)],
-                          cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, env=env,
-                          timeout=2 * int(os.environ.get("XDPHOOKS_VM_TIMEOUT", "2400")) + 240)
-    took = time.monotonic() - t0
-    out = proc.stdout.splitlines()
+    run = vm_suites.run_kernel(kernel)
+    waited = time.monotonic() - t0
+    out = run.output()
     # shown by pytest -rA / on failure; also to the terminal for CI logs
     died = [ln for ln in out if "THE VM DIED" in ln or "RE-RUNNING ONCE" in ln]
-    sys.stderr.write(f"\n--- VM suite on {kernel} ({took:.0f} s) ---\n"
+    sys.stderr.write(f"\n--- VM suite on {kernel} ({run.took:.0f} s; this test waited "
+                     f"{waited:.0f} s for it; log {run.log}) ---\n"
                      + "\n".join(died + out[-40:]) + "\n")
-    assert proc.returncode == 0, (
-        f"VM suite on kernel {kernel} failed (exit {proc.returncode}; 90 = VM did not start "
+    assert not run.timed_out, (
+        f"VM suite on kernel {kernel} stopped after {run.took:.0f} s, over its limit of "
+        f"{vm_suites.time_limit()} s (XDPHOOKS_VM_TIMEOUT x 2 boots):\n" + "\n".join(out[-80:]))
+    assert run.returncode == 0, (
+        f"VM suite on kernel {kernel} failed (exit {run.returncode}; 90 = VM did not start "
         f"or report back):\n" + "\n".join(out[-80:]))
     assert any(" passed" in ln for ln in out), \
         f"VM suite on {kernel} ran no test:\n" + "\n".join(out[-3:])
@@ -109,3 +102,55 @@ def test_kernel_table_is_generated_from_committed_results():
     assert proc.returncode == 0, proc.stderr
     runs = list((REPO / "docs" / "kernel-results").glob("*.json"))
     assert runs, "no committed kernel results in docs/kernel-results/"
+
+
+def _fake_runner(tmp_path: Path, monkeypatch, body: str) -> Path:
+    """tests/vm/run-in-vm.sh replaced by ``body`` (bash; $1 is the kernel), logs and
+    results kept under tmp_path."""
+    fake = tmp_path / "run-in-vm.sh"
+    fake.write_text("set -u\n" + body)
+    monkeypatch.setattr(vm_suites, "RUNNER", fake)
+    monkeypatch.setattr(vm_suites, "LOG_DIR", tmp_path / "logs")
+    monkeypatch.setattr(vm_suites, "RESULTS_DIR", tmp_path / "results")
+    return fake
+
+
+def test_background_runs_one_at_a_time_beside_host_tests_then_two(tmp_path, monkeypatch):
+    events = tmp_path / "events"
+    _fake_runner(tmp_path, monkeypatch,
+                 f'echo "start $1 $(date +%s.%N)" >> {events}\n'
+                 f'sleep 3\necho "end $1 $(date +%s.%N)" >> {events}\necho "1 passed"\n')
+    sched = vm_suites.Scheduler(["a", "b", "c"], jobs=2)
+    sched.begin()
+    try:
+        assert sched.runs["a"].done.wait(timeout=30)
+        # c's test waits now: the host tests are over, two run at once, c among them
+        run_c = sched.wait("c")
+        run_b = sched.wait("b")
+    finally:
+        sched.stop()
+    t = {tuple(ln.split()[:2]): float(ln.split()[2]) for ln in events.read_text().splitlines()}
+    assert t["start", "b"] >= t["end", "a"]  # one at a time before anyone waited
+    assert t["start", "c"] < t["end", "b"]   # two at once since
+    for run in (run_b, run_c):
+        assert run.returncode == 0 and "1 passed" in run.output() and not run.timed_out
+
+
+def test_session_end_stops_a_run_with_its_own_process_groups(tmp_path, monkeypatch):
+    pidfile = tmp_path / "grandchild"
+    # like run-in-vm.sh's `timeout`, which puts vng and qemu in a process group of their own
+    _fake_runner(tmp_path, monkeypatch,
+                 f"setsid sleep 300 & echo $! > {pidfile}\nwait\n")
+    sched = vm_suites.Scheduler(["a"], jobs=2)
+    sched.begin()
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the fake run did not start"
+        time.sleep(0.1)
+    grandchild = int(pidfile.read_text())
+    assert os.getpgid(grandchild) != os.getpgid(sched.runs["a"].proc.pid)
+    t0 = time.monotonic()
+    stopped = sched.stop()
+    assert [r.kernel for r in stopped] == ["a"] and time.monotonic() - t0 < 20
+    assert vm_suites._identity(grandchild) is None, "the run's own process group survived"
+    assert sched.runs["a"].returncode is not None
