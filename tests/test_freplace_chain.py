@@ -108,7 +108,7 @@ def test_component_that_changes_packet_data(fr, bpf_obj):
 
 
 def test_probe_says_yes_and_caches(tmp_path):
-    from xdphooks.probe import probe_freplace
+    from xdphooks.backends.freplace_probe import probe_freplace
 
     works, why = probe_freplace(tmp_path)
     assert works, why

@@ -9,51 +9,16 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Callable
 
+from .kernel.features import EXIT as _EXIT, frags, has_frags, raw_xdp_prog as _raw_xdp_prog
 from .link.insn import HELPER_XDP_ADJUST_META, HELPER_XDP_GET_BUFF_LEN, HELPER_XDP_LOAD_BYTES
 from .paths import DATA_DIR
-from .probe import probe_freplace
+
+__all__ = ["capabilities", "frags", "has_frags", "has_load_bytes"]
 
 #: kfuncs the corpus calls (tests/corpus), looked up in the kernel's BTF by name
 CORPUS_KFUNCS = ("bpf_xdp_ct_lookup",)
-
-
-def _raw_xdp_prog(insns: list[tuple[int, int, int, int, int]], prog_flags: int = 0) -> int:
-    """Load a few raw instructions as an XDP program; returns the fd (raises OSError)."""
-    import ctypes
-
-    from .kernel import libbpf
-
-    class Opts(ctypes.Structure):  # the head of struct bpf_prog_load_opts (libbpf >= 0.7)
-        _fields_ = [("sz", ctypes.c_size_t), ("attempts", ctypes.c_int),
-                    ("expected_attach_type", ctypes.c_uint32), ("prog_btf_fd", ctypes.c_uint32),
-                    ("prog_flags", ctypes.c_uint32)]
-
-    raw = b"".join(op.to_bytes(1, "little") + ((src << 4) | dst).to_bytes(1, "little")
-                   + off.to_bytes(2, "little", signed=True) + imm.to_bytes(4, "little", signed=True)
-                   for op, dst, src, off, imm in insns)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    opts = Opts(sz=ctypes.sizeof(Opts), prog_flags=prog_flags)
-    fn = libbpf._lib.bpf_prog_load
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p,
-                   ctypes.c_size_t, ctypes.c_void_p]
-    fd: int = fn(libbpf.BPF_PROG_TYPE_XDP, b"xdph_cap", b"GPL", buf, len(insns), ctypes.byref(opts))
-    if fd < 0:
-        raise OSError(-fd, os.strerror(-fd))
-    return fd
-
-
-_EXIT = (0x95, 0, 0, 0, 0)
-_RET_PASS = (0xb7, 0, 0, 0, 2)  # r0 = XDP_PASS
-
-
-def frags() -> tuple[bool, str]:
-    try:
-        os.close(_raw_xdp_prog([_RET_PASS, _EXIT], prog_flags=1 << 5))  # BPF_F_XDP_HAS_FRAGS
-        return True, "XDP programs load with BPF_F_XDP_HAS_FRAGS"
-    except OSError as e:
-        return False, f"BPF_F_XDP_HAS_FRAGS refused ({e.strerror}): multi-buffer packets need Linux 5.18"
 
 
 def _adjust_meta() -> tuple[bool, str]:
@@ -112,18 +77,18 @@ def _kfuncs() -> tuple[bool, str]:
 
 def _fentry_on_bpf(data_dir: Path) -> tuple[bool, str]:
     """fentry/fexit on a BPF program's function: what status --profile and trace --live use."""
-    from .backends import freplace
+    from .backends import dispatcher
     from .kernel import libbpf
 
-    disp_path = freplace.pick_dispatcher(data_dir, 1)
-    fds = list(freplace.load_dispatcher(disp_path, [[1, 1, 0, 1, 1, 1]], counters=False,
-                                        events=False))
+    disp_path = dispatcher.pick_dispatcher(data_dir, 1)
+    fds = list(dispatcher.load_dispatcher(disp_path, [[1, 1, 0, 1, 1, 1]], counters=False,
+                                          events=False))
     obj = None
     links = []
     try:
         obj = libbpf.BpfObject(str(data_dir / "slot_profile.o"))
         for name in ("xdph_prof_enter", "xdph_prof_exit"):
-            obj.program(name).set_attach_target(fds[0], freplace.slot_name(0))
+            obj.program(name).set_attach_target(fds[0], dispatcher.slot_name(0))
         obj.load()
         for name in ("xdph_prof_enter", "xdph_prof_exit"):
             links.append(obj.program(name).attach_trace())
@@ -140,15 +105,31 @@ def _fentry_on_bpf(data_dir: Path) -> tuple[bool, str]:
             os.close(fd)
 
 
+def _backend_probes(cache_dir: Path, data: Path) -> dict[str, Callable[[], tuple[bool, str]]]:
+    """The backends' own probes, each under its backend's name (freplace's: can this
+    kernel replace a dispatcher slot), in the registry's order."""
+    from . import backends
+
+    out: dict[str, Callable[[], tuple[bool, str]]] = {}
+    for name in backends.NAMES:
+        try:
+            backend = backends.get(name)
+        except ImportError:  # a packaging that leaves a backend out: nothing to probe
+            continue
+        if backend.kernel_probed:
+            out[name] = functools.partial(backend.kernel_probe, cache_dir, data)
+    return out
+
+
 def capabilities(cache_dir: Path, data_dir: Path | None = None) -> dict[str, tuple[bool, str]]:
     """Every capability xdphooks or the corpus depends on, probed on the running kernel:
     name -> (works, one sentence). Needs root. Never raises."""
     data = Path(data_dir) if data_dir else DATA_DIR
-    probes = {
+    probes: dict[str, Callable[[], tuple[bool, str]]] = {
         "btf": lambda: ((True, "/sys/kernel/btf/vmlinux present")
                         if Path("/sys/kernel/btf/vmlinux").exists()
                         else (False, "no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF)")),
-        "freplace": lambda: probe_freplace(cache_dir, data),
+        **_backend_probes(cache_dir, data),
         "fentry_on_bpf": lambda: _fentry_on_bpf(data),
         "frags": frags,
         "adjust_meta": _adjust_meta,
@@ -169,9 +150,3 @@ def capabilities(cache_dir: Path, data_dir: Path | None = None) -> dict[str, tup
 def has_load_bytes() -> bool:
     """bpf_xdp_load_bytes (Linux 5.18), which trace --live's packet copy uses."""
     return _helper(HELPER_XDP_LOAD_BYTES, "bpf_xdp_load_bytes")[0]
-
-
-@functools.lru_cache(maxsize=None)
-def has_frags() -> bool:
-    """Multi-buffer XDP (Linux 5.18): probed once per process."""
-    return frags()[0]

@@ -43,7 +43,7 @@ def checks(paths: Paths) -> list[tuple[bool | None, str, str]]:
         ext = libbpf._lib.libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_EXT, None) == 1
         out.append((None, "BPF_PROG_TYPE_EXT known to the kernel", str(ext)))
         try:
-            from .probe import probe_freplace
+            from .backends.freplace_probe import probe_freplace
 
             works, why = probe_freplace(paths.run_dir)
             out.append((None, "freplace (dynamic linking) works", f"{works} — {why}"))

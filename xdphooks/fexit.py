@@ -1,30 +1,29 @@
 """Attach xdphooks' own tracing programs (fentry/fexit) to one component of a
-running freplace chain, for ``status --profile`` and ``trace --live``.
+running chain, for ``status --profile`` and ``trace --live``.
 
-The attach point is the component's EXT program (the kernel allows fentry/fexit on
-EXT programs, though not on other tracing programs). Static chains are watched
-through an instrumented build instead (xdphooks/watchlease.py), which works for
-spliced slots and on kernels that refuse fentry/fexit on BPF programs (EPERM);
-:func:`target` still resolves ``xdph_slot_<N>`` of a called static slot and refuses
-a spliced one, for callers that want the tracer there. Nothing is attached to a
-chain except while a command runs, so a chain pays nothing otherwise.
+Where the tracer goes is the backend's answer (``trace_target``: a freplace
+component's EXT program — the kernel allows fentry/fexit on EXT programs, though
+not on other tracing programs — or ``xdph_slot_<N>`` of a called static slot; a
+spliced one is refused). Static chains are watched through an instrumented build
+instead (the backend's ``instrumented_watch``, xdphooks/watchlease.py), which works
+for spliced slots and on kernels that refuse fentry/fexit on BPF programs (EPERM).
+Nothing is attached to a chain except while a command runs, so a chain pays
+nothing otherwise.
 """
 
 from __future__ import annotations
 
-import errno as _errno
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from .errors import KernelError, UsageError, XdphooksError
+from . import backends
+from .backends import Target
+from .errors import KernelError
 from .paths import DATA_DIR
 from .state import InterfaceRecord, ProgramRecord
-from .status import link_kind
 
-__all__ = ["Target", "attached", "link_kind", "percpu_sum", "target"]
+__all__ = ["Target", "attached", "iface_name", "percpu_sum", "target"]
 
 PROFILE_OBJ = "slot_profile.o"
 PROFILE_PROGS = ("xdph_prof_enter", "xdph_prof_exit")
@@ -32,56 +31,14 @@ TRACE_OBJ = "slot_trace.o"
 TRACE_PROGS = ("xdph_trace_exit",)
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where the tracer goes for one component."""
-
-    interface: str
-    program: str
-    plugin: str
-    slot: int
-    link: str       # "called", "spliced", "freplace"
-    prog_id: int    # the kernel program holding the function
-    func: str       # its BTF function name
-
-
 def iface_name(rec: InterfaceRecord) -> str:
     return f"{rec.netns}/{rec.name}" if rec.netns else rec.name
 
 
-def spliced_error(rec: InterfaceRecord, p: ProgramRecord) -> XdphooksError:
-    return UsageError(
-        f"program {p.name!r} on {iface_name(rec)} is spliced into the static root "
-        f"(inlined), so there is no function of it to attach to",
-        plugin=p.plugin, fix=f'set link = "call" under [programs.{p.name}] in '
-        "xdphooks.toml and run xdphooks reconcile")
-
-
 def target(rec: InterfaceRecord, p: ProgramRecord) -> Target:
-    """Resolve the attach point; raises the one-line error for a spliced slot."""
-    from .kernel import libbpf
-
-    kind = link_kind(rec, p)
-    if kind == "spliced":
-        raise spliced_error(rec, p)
-    if rec.mode == "freplace":
-        pin = Path(rec.pin_dir) / f"prog-{p.name}"
-        fd = libbpf.obj_get(str(pin)) if pin.exists() else libbpf.prog_fd_by_id(p.prog_id)
-        try:
-            func = libbpf.prog_main_func(fd)
-            prog_id = libbpf.prog_info(fd)[0].id
-        finally:
-            os.close(fd)
-        return Target(iface_name(rec), p.name, p.plugin, p.slot, kind, prog_id, func)
-    func = f"xdph_slot_{p.slot}"
-    with _open_prog(rec.prog_id) as fd:
-        try:
-            libbpf.prog_btf_func_id(fd, func)
-        except KernelError as e:
-            if e.errno == _errno.ENOENT:  # inlined by the linker/verifier: as good as spliced
-                raise spliced_error(rec, p) from None
-            raise
-    return Target(iface_name(rec), p.name, p.plugin, p.slot, kind, rec.prog_id, func)
+    """Resolve the attach point (the backend of ``rec`` says where); raises the
+    one-line error where there is none (a spliced slot)."""
+    return backends.of(rec).trace_target(rec, p)
 
 
 @contextmanager
@@ -96,7 +53,7 @@ def _open_prog(prog_id: int) -> Iterator[int]:
 
 
 @contextmanager
-def attached(obj_file: str, progs: tuple[str, ...], t: Target) -> Iterator:
+def attached(obj_file: str, progs: tuple[str, ...], t: Target) -> Iterator[Any]:
     """Load ``obj_file`` from xdphooks/data with each of ``progs`` aimed at ``t``,
     attach them, yield the object; detach and unload on the way out."""
     from .kernel import libbpf

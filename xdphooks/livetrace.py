@@ -17,7 +17,7 @@ import os
 import struct
 import time
 
-from . import fexit
+from . import backends, fexit
 from . import state as state_mod
 from .errors import UsageError, XdphooksError
 from .model import ACTIONS, InterfaceRef, VerdictPolicy
@@ -67,9 +67,10 @@ def main(args, paths: Paths) -> int:
         names = ", ".join(p.name for p in rec.programs) or "none"
         raise UsageError(f"no program {args.program!r} in the chain on {iface}",
                          fix=f"name one of: {names}")
-    if rec.mode == "static":
+    backend = backends.of(rec)
+    if backend.instrumented_watch:
         return _watch(args, paths, iface, rec, prog)
-    t = fexit.target(rec, prog)
+    t = backend.trace_target(rec, prog)
     policy = VerdictPolicy.from_mapping(prog.policy)
     mono_to_wall = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
     from .counters import iter_ring
@@ -149,7 +150,7 @@ def _watch(args, paths: Paths, iface: InterfaceRef, rec, prog) -> int:
     mono_to_wall = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
     ring = watchlease.ring_map()
     n, t0, stopped, watch = 0, time.monotonic(), [], None
-    link = getattr(prog, "link", "") or "called"
+    link = backends.of(rec).link_kind(prog)
     try:
         ins = Instrument(ring_fd=ring, capture=frozenset({prog.slot}), entry="entry" in where,
                          snaplen=args.snaplen)

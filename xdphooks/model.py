@@ -11,14 +11,15 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Literal, Mapping
+from typing import Iterable, Literal, Mapping, TypeAlias
 
 from .errors import fix_suffix
 from .text import LINE_LIMIT, one_line, quoted
 
-if TYPE_CHECKING:
-    from .backends import Mode
-
+#: a backend's name: ``mode =`` in the config, a chain's and a state record's mode.
+#: Which names exist is the backends' registry (xdphooks/backends/__init__.py: its
+#: ``Mode`` is their typed sum), the one place that parses them; the model carries them.
+Mode: TypeAlias = str
 #: what reconcile does to one interface
 Action = Literal["attach", "replace", "detach", "keep"]
 #: an error refuses the change it concerns, a warning does not
@@ -409,7 +410,7 @@ class Chain:
 
     interface: InterfaceRef
     entries: tuple[ChainEntry, ...]
-    mode: "Mode" = "static"
+    mode: Mode = ""  # the backend's name; the planner always sets one (backends.choose)
 
     def fingerprint(self) -> str:
         blob = json.dumps({"mode": self.mode, "entries": [e.identity() for e in self.entries]},
@@ -419,6 +420,16 @@ class Chain:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(e.name for e in self.entries)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The mode for this run's chains, why, and which modes a plugin may pick instead
+    (backends.choose makes it; planner.assess applies plugins' answers within it)."""
+
+    mode: Mode
+    why: str
+    usable: frozenset[Mode]
 
 
 @dataclass(frozen=True)

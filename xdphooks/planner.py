@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
-from .backends import Choice, Mode
+from .model import Choice, Mode
 from .config import Config
 from .model import (
     PRIORITY_DEFAULT,

@@ -29,7 +29,7 @@ import os
 import time
 from contextlib import ExitStack
 
-from . import fexit
+from . import backends, fexit
 from . import state as state_mod
 from .errors import XdphooksError
 from .paths import Paths
@@ -66,49 +66,52 @@ def profile(paths: Paths, seconds: float, interface: str | None = None) -> dict:
             if interface in (None, fexit.iface_name(r), r.name)]
     out: dict = {"seconds": seconds, "interfaces": []}
     probes = []  # (program dict, loaded profiler object)
+    traced = []  # (interface dict, its backend): watched by fentry/fexit
     with ExitStack() as stack:
         stats_fd = libbpf.enable_stats()
         stack.callback(os.close, stats_fd)
-        static = [r for r in recs if r.mode == "static"]
-        recs = [r for r in recs if r.mode != "static"]
-        if static:
-            out["interfaces"] += _profile_static(paths, static, seconds)
+        of = {id(r): backends.of(r) for r in recs}
+        instrumented = [r for r in recs if of[id(r)].instrumented_watch]
+        if instrumented:
+            out["interfaces"] += _profile_instrumented(paths, instrumented, seconds)
         for rec in recs:
+            backend = of[id(rec)]
+            if backend.instrumented_watch:
+                continue
             entry = {"name": fexit.iface_name(rec), "mode": rec.mode, "prog_id": rec.prog_id,
                      "programs": []}
             out["interfaces"].append(entry)
+            traced.append((entry, backend))
             for p in rec.programs:
                 pd = {"name": p.name, "slot": p.slot, "prog_id": p.prog_id,
-                      "link": fexit.link_kind(rec, p), "calls": None, "ns_per_call": None,
+                      "link": backend.link_kind(p), "calls": None, "ns_per_call": None,
                       "kernel_calls": None, "kernel_ns_per_call": None, "note": ""}
                 entry["programs"].append(pd)
                 try:
-                    t = fexit.target(rec, p)
+                    t = backend.trace_target(rec, p)
                     probes.append((pd, stack.enter_context(
                         fexit.attached(fexit.PROFILE_OBJ, fexit.PROFILE_PROGS, t))))
                 except XdphooksError as e:
                     pd["note"] = e.line()
-        before = {pid: _kernel_stats(pid) for pid in _ids(out)}
+        before = {pid: _kernel_stats(pid) for pid in _ids(traced)}
         time.sleep(seconds)
-        after = {pid: _kernel_stats(pid) for pid in _ids(out)}
+        after = {pid: _kernel_stats(pid) for pid in _ids(traced)}
         for pd, obj in probes:
             runs, ns = fexit.percpu_sum(obj.map("xdph_prof").fd, 2)
             pd["calls"], pd["ns_per_call"] = runs, _per_packet(ns, runs)
-    for entry in out["interfaces"]:
-        if entry["mode"] == "static":
-            continue  # measured by _profile_static
+    for entry, backend in traced:  # the instrumented ones are measured by their build
         n, ns = _delta(before, after, entry["prog_id"])
         entry["packets"], entry["ns_per_packet"] = n, _per_packet(ns, n)
         for pd in entry["programs"]:
-            if entry["mode"] == "freplace":
+            if backend.slot_programs:  # the kernel's own statistics of the slot's program
                 n, ns = _delta(before, after, pd["prog_id"])
                 pd["kernel_calls"], pd["kernel_ns_per_call"] = n, _per_packet(ns, n)
     return out
 
 
-def _profile_static(paths: Paths, recs: list, seconds: float) -> list[dict]:
-    """Profile static chains through an instrumented build (see the module's doc);
-    the caller holds BPF_ENABLE_STATS."""
+def _profile_instrumented(paths: Paths, recs: list, seconds: float) -> list[dict]:
+    """Profile chains whose backend is watched through an instrumented build (static;
+    see the module's doc); the caller holds BPF_ENABLE_STATS."""
     from . import abi, watchlease
     from .link.splice import Instrument
     from .model import InterfaceRef
@@ -150,18 +153,20 @@ def _profile_static(paths: Paths, recs: list, seconds: float) -> list[dict]:
             raw = ns / calls if calls else None
             entry["programs"].append({
                 "name": p.name, "slot": p.slot, "prog_id": p.prog_id,
-                "link": fexit.link_kind(rec, p), "calls": calls,
+                "link": backends.of(rec).link_kind(p), "calls": calls,
                 "ns_per_call": round(max(raw - timing, 0.0), 1) if raw is not None else None,
                 "ns_per_call_raw": round(raw, 1) if raw is not None else None,
                 "kernel_calls": None, "kernel_ns_per_call": None, "note": ""})
     return entries
 
 
-def _ids(out: dict) -> set[int]:
+def _ids(traced: list) -> set[int]:
+    """The programs whose kernel statistics a fentry/fexit profile reads: each chain's
+    root, and each slot that is a program of its own."""
     ids = set()
-    for e in out["interfaces"]:
+    for e, backend in traced:
         ids.add(e["prog_id"])
-        if e["mode"] == "freplace":
+        if backend.slot_programs:
             ids.update(p["prog_id"] for p in e["programs"])
     return ids
 

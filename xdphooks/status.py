@@ -35,11 +35,11 @@ def _attached(netns_name: str, ifname: str, ifindex: int = 0) -> int | None:
 
 
 def link_kind(rec, p) -> str:
-    """How a program sits in its chain: "spliced" or "called" (static; the root
-    generator records it per entry), "freplace" (an EXT program)."""
-    if rec.mode == "freplace":
-        return "freplace"
-    return getattr(p, "link", None) or "called"
+    """How a program sits in its chain, as the chain's backend says (static: "spliced"
+    or "called", as the root generator recorded it; freplace: an EXT program)."""
+    from . import backends
+
+    return backends.of(rec).link_kind(p)
 
 
 def _counters(pin_dir: str, n: int) -> list[dict] | None:

@@ -66,22 +66,11 @@ def _map_pin_dir(paths: Paths, rec: InterfaceRecord, p: ProgramRecord) -> Path:
 
 
 def _running_globals(rec: InterfaceRecord, p: ProgramRecord) -> tuple[dict, callable]:
-    """The running chain's globals of ``p`` and how a variable's name maps to them."""
-    from .backends.base import running_globals
-    from .kernel import libbpf
+    """The running chain's globals of ``p`` and how a variable's name maps to them
+    (where the chain keeps them is its backend's to say)."""
+    from . import backends
 
-    gen_dir = Path(rec.pin_dir)
-    if rec.mode == "static":
-        from .backends.static import _previous_globals
-        from .link.rewrite import PREFIX_FMT
-
-        prefix = PREFIX_FMT.format(p.slot)
-        return _previous_globals(gen_dir), (lambda n: prefix + n)
-    pin = gen_dir / f"prog-{p.name}"
-    if not pin.exists():
-        return {}, (lambda n: n)
-    with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
-        return running_globals(fd), (lambda n: n)
+    return backends.of(rec).running_globals(rec, p)
 
 
 def _object_copy(p: ProgramRecord, workdir: Path) -> str:

@@ -236,7 +236,7 @@ def set_frags(prog, frags: bool) -> None:
     of its root) carries the chain's multi-buffer flag: the kernel wants them equal,
     and frags-aware code also runs where packets are single-buffer."""
     from .. import abi
-    from ..capabilities import has_frags
+    from ..kernel.features import has_frags
 
     # A kernel before 5.18 refuses the flag outright: the chain loads single-buffer there
     # and a jumbo MTU is refused at attach, naming the kernel (coordinator).

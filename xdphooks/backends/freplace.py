@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from .. import abi, mapsettings, precheck
-from ..errors import KernelError, LimitError, ObjectError, VerifierError
+from ..errors import KernelError, ObjectError, VerifierError
 from ..kernel import libbpf
 from ..model import ChainEntry
 from ..link import elf as E
@@ -31,93 +30,24 @@ from ..link.rewrite import tail_targets, without_prog_array_inits
 from .base import (BuildContext, BuiltChain, apply_constants, close_fd, data_maps,
                    layout_warning, load_tail_targets, pin_map,
                    running_globals, set_frags)
+from . import Backend, Target
+from .dispatcher import (DISPATCHER_PROG, config_blob, dispatcher_sizes,  # noqa: F401
+                         load_dispatcher, pick_dispatcher, slot_name)
+from .freplace_probe import probe_freplace
 from .preflight import preflight
 
-MODE = "freplace"
-DISPATCHER_PROG = "xdph_dispatcher"
+if TYPE_CHECKING:
+    from ..paths import Paths
+    from ..state import InterfaceRecord, ProgramRecord
+
+MODE: Final = "freplace"
 #: what an unreplaced stub returns; a chain that returns it was not linked
 STUB_RETVAL = 31
-_DISPATCHER_RE = re.compile(r"^dispatcher-(\d+)\.o$")
 
 
-def usable(paths) -> tuple[bool, str]:
-    """Whether this kernel runs freplace: the per-boot probe (probe.py), cached."""
-    from ..probe import probe_freplace
-
+def usable(paths: "Paths") -> tuple[bool, str]:
+    """Whether this kernel runs freplace: the per-boot probe (freplace_probe.py), cached."""
     return probe_freplace(paths.run_dir)
-
-
-def slot_name(i: int) -> str:
-    return f"slot{i}"
-
-
-def dispatcher_sizes(data_dir: Path) -> list[int]:
-    """Slot counts of the shipped dispatchers, ascending."""
-    try:
-        names = os.listdir(data_dir)
-    except OSError:
-        return []
-    return sorted(int(m.group(1)) for m in map(_DISPATCHER_RE.match, names) if m)
-
-
-def pick_dispatcher(data_dir: Path, nr: int) -> Path:
-    """The smallest shipped dispatcher with at least ``nr`` slots."""
-    sizes = dispatcher_sizes(data_dir)
-    if not sizes:
-        raise ObjectError(f"no freplace dispatcher in {data_dir}",
-                          fix="reinstall xdphooks (its data/dispatcher-*.o are missing)")
-    for n in sizes:
-        if n >= nr:
-            return data_dir / f"dispatcher-{n}.o"
-    raise LimitError(f"a chain of {nr} programs exceeds the largest dispatcher "
-                     f"({sizes[-1]} slots)", fix="use mode = \"static\" or remove programs")
-
-
-def config_blob(template: bytes, entries: list[ChainEntry] | list[list[int]],
-                counters: bool = True, events: bool = True) -> bytes:
-    """The dispatcher's rodata with its config (abi.encode_config) in place of the
-    template's: nr_slots, switches and the policy table.
-
-    ``entries`` are chain entries, or directly lists of six decision codes.
-    """
-    head = struct.pack("<II", abi.MAGIC, abi.VERSION)
-    off = template.find(head)
-    while off >= 0 and off % 4:
-        off = template.find(head, off + 1)
-    if off < 0:
-        raise ObjectError("dispatcher object has no xdphooks config (magic not found)")
-    blob = abi.encode_config([e if isinstance(e, list) else list(e.policy.codes())
-                              for e in entries], counters, events)
-    if off + len(blob) > len(template):
-        raise ObjectError("dispatcher config is shorter than the ABI says")
-    return template[:off] + blob + template[off + len(blob):]
-
-
-def _rodata(obj: libbpf.BpfObject) -> libbpf.Map:
-    for m in obj.maps():
-        if m.internal and m.name.endswith(".rodata"):
-            return m
-    raise ObjectError(f"{obj.path} has no .rodata")
-
-
-def load_dispatcher(path: Path, policies: list, counters: bool = True,
-                    events: bool = True, frags: bool = False) -> tuple[int, int, int]:
-    """Load a dispatcher with its config (multi-buffer if ``frags``); returns
-    (prog fd, counters fd, events fd)."""
-    obj = libbpf.BpfObject(str(path))
-    try:
-        for p in obj.programs():
-            p.set_autoload(p.name == DISPATCHER_PROG)
-            if p.name == DISPATCHER_PROG:
-                set_frags(p, frags)
-        ro = _rodata(obj)
-        ro.set_initial_value(config_blob(ro.initial_value(), policies, counters, events))
-        obj.load()
-        prog = obj.program(DISPATCHER_PROG)
-        return (os.dup(prog.fd), os.dup(obj.map(abi.COUNTERS_MAP).fd),
-                os.dup(obj.map(abi.EVENTS_MAP).fd))
-    finally:
-        obj.close()
 
 
 def _tail(log: str, n: int = 8) -> str:
@@ -389,3 +319,62 @@ def _preflight(ctx: BuildContext, entries: list[ChainEntry], disp_path: Path,
         preflight(ctx, disp_fd, stub=STUB_RETVAL)
     finally:
         trial.close()
+
+
+# --- the backend (backends/__init__.py) ---------------------------------------------
+
+
+def _prog_pin(gen_dir: Path, name: str) -> Path:
+    """Where a generation pins component ``name``'s extension program."""
+    return Path(gen_dir) / f"prog-{name}"
+
+
+class Freplace(Backend):
+    """A dispatcher whose slots are EXT programs: each slot a program of its own,
+    traced at that program (fentry/fexit on EXT programs), its globals its own."""
+
+    MODE = MODE
+    slot_programs = True
+    kernel_probed = True
+
+    def usable(self, paths: "Paths") -> tuple[bool, str]:
+        return usable(paths)
+
+    def kernel_probe(self, cache_dir: Path, data_dir: Path) -> tuple[bool, str]:
+        return probe_freplace(cache_dir, data_dir)
+
+    def build(self, ctx: BuildContext) -> BuiltChain:
+        return build(ctx)
+
+    def slot_prog_id(self, gen_dir: Path, name: str) -> int:
+        from ..kernel import xdp
+
+        return xdp.pinned_prog_id(_prog_pin(gen_dir, name))
+
+    def link_kind(self, p: "ProgramRecord") -> str:
+        return MODE  # what build() records per slot: every slot is an extension
+
+    def trace_target(self, rec: "InterfaceRecord", p: "ProgramRecord") -> Target:
+        """The component's EXT program: its pin in the generation, else by its id."""
+        from ..model import InterfaceRef
+
+        pin = _prog_pin(Path(rec.pin_dir), p.name)
+        fd = libbpf.obj_get(str(pin)) if pin.exists() else libbpf.prog_fd_by_id(p.prog_id)
+        try:
+            func = libbpf.prog_main_func(fd)
+            prog_id = libbpf.prog_info(fd)[0].id
+        finally:
+            os.close(fd)
+        return Target(str(InterfaceRef(rec.netns, rec.name)), p.name, p.plugin, p.slot,
+                      self.link_kind(p), prog_id, func)
+
+    def running_globals(self, rec: "InterfaceRecord", p: "ProgramRecord"
+                        ) -> tuple[dict[str, Any], Callable[[str], str]]:
+        pin = _prog_pin(Path(rec.pin_dir), p.name)
+        if not pin.exists():
+            return {}, (lambda n: n)
+        with libbpf.fd_closing(libbpf.obj_get(str(pin))) as fd:
+            return running_globals(fd), (lambda n: n)
+
+
+BACKEND = Freplace()

@@ -11,13 +11,16 @@ spliced chain the verifier refuses is retried with every slot called.
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 import re
 import struct
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Final
 
-from ..errors import KernelError, LimitError, ObjectError, VerifierError
+from ..errors import KernelError, LimitError, ObjectError, UsageError, VerifierError, \
+    XdphooksError
 from ..kernel import libbpf
 from .. import abi, mapsettings, precheck
 from ..link import splice
@@ -27,8 +30,13 @@ from ..link.rewrite import PREFIX_FMT
 from .base import (BuildContext, BuiltChain, apply_constants, data_maps, layout_warning,
                    load_tail_targets, object_globals, pin_map, running_globals, set_frags,
                    tail_call_targets, write_globals)
-from . import globalpins
+from . import Backend, Target, globalpins
 from .preflight import preflight as run_preflight
+
+if TYPE_CHECKING:
+    from ..model import Chain
+    from ..paths import Paths
+    from ..state import InterfaceRecord, ProgramRecord
 
 MAX_SLOTS = abi.MAX_SLOTS  # per linked program (segment)
 MAX_USED_MAPS = 64  # kernel MAX_USED_MAPS
@@ -265,7 +273,7 @@ def build(ctx: BuildContext, preflight: bool = True) -> BuiltChain:
         if len(objs) > 1:
             # the segments live as long as this user reference to their prog array
             pins["segments"] = shared[abi.SEGMENTS_MAP]
-        built = BuiltChain(mode="static", prog_fd=prog_fd,
+        built = BuiltChain(mode=MODE, prog_fd=prog_fd,
                            slot_prog_ids=[info.id] * len(entries), maps=_pins(ctx, entries, results),
                            pins=pins, closers=[o.close for o in objs],
                            slot_links=[{"link": ln.link, "reason": ln.reason} for ln in links],
@@ -540,11 +548,72 @@ __all__ = ["build", "rootlet_path", "predict_links",
            "MAX_SLOTS", "last_timings"]
 
 
-# --- the Backend protocol (backends/__init__.py) ------------------------------------
+# --- the backend (backends/__init__.py) ---------------------------------------------
 
-MODE = "static"
+MODE: Final = "static"
 
 
-def usable(paths) -> tuple[bool, str]:
+def usable(paths: "Paths | None") -> tuple[bool, str]:
     """Any kernel that loads XDP runs a linked chain; no probe needed."""
     return True, "static linking works on any kernel that loads XDP"
+
+
+def spliced_error(rec: "InterfaceRecord", p: "ProgramRecord") -> XdphooksError:
+    """A spliced slot has no function of its own: nothing to attach a tracer to."""
+    from ..model import InterfaceRef
+
+    return UsageError(
+        f"program {p.name!r} on {InterfaceRef(rec.netns, rec.name)} is spliced into the "
+        f"static root (inlined), so there is no function of it to attach to",
+        plugin=p.plugin, fix=f'set link = "call" under [programs.{p.name}] in '
+        "xdphooks.toml and run xdphooks reconcile")
+
+
+class Static(Backend):
+    """One linked program: a slot is spliced inline or called as ``xdph_slot_<N>``
+    of the root; the live views watch an instrumented build of the chain
+    (xdphooks/watchlease.py), which sees every slot, spliced or called."""
+
+    MODE = MODE
+    instrumented_watch = True
+
+    def usable(self, paths: "Paths") -> tuple[bool, str]:
+        return usable(paths)
+
+    def build(self, ctx: BuildContext) -> BuiltChain:
+        return build(ctx)
+
+    def link_kind(self, p: "ProgramRecord") -> str:
+        """"spliced" or "called", as the root generator recorded it per entry."""
+        return getattr(p, "link", None) or "called"
+
+    def trace_target(self, rec: "InterfaceRecord", p: "ProgramRecord") -> Target:
+        """``xdph_slot_<N>`` of the root for a called slot; a spliced one (or one the
+        linker or verifier inlined) is refused in one line with the fix."""
+        from ..model import InterfaceRef
+
+        kind = self.link_kind(p)
+        if kind == "spliced":
+            raise spliced_error(rec, p)
+        func = abi.SLOT_FUNCTION.format(p.slot)
+        with libbpf.fd_closing(libbpf.prog_fd_by_id(rec.prog_id)) as fd:
+            try:
+                libbpf.prog_btf_func_id(fd, func)
+            except KernelError as e:
+                if e.errno == _errno.ENOENT:  # inlined by the linker/verifier: as spliced
+                    raise spliced_error(rec, p) from None
+                raise
+        return Target(str(InterfaceRef(rec.netns, rec.name)), p.name, p.plugin, p.slot,
+                      kind, rec.prog_id, func)
+
+    def running_globals(self, rec: "InterfaceRecord", p: "ProgramRecord"
+                        ) -> tuple[dict[str, Any], Callable[[str], str]]:
+        """The root's (and its segments') globals; a slot's carry its prefix."""
+        prefix = PREFIX_FMT.format(p.slot)
+        return _previous_globals(Path(rec.pin_dir)), (lambda n: prefix + n)
+
+    def predict_links(self, chain: "Chain", workdir: Path) -> list[dict[str, str]] | None:
+        return predict_links(chain, workdir)
+
+
+BACKEND = Static()

@@ -12,11 +12,12 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
-from .atomicfile import write_atomic
-from .errors import XdphooksError
-from .paths import DATA_DIR
-from .security import ensure_private_dir, read_checked
+from ..atomicfile import write_atomic
+from ..errors import XdphooksError
+from ..paths import DATA_DIR
+from ..security import ensure_private_dir, read_checked
 
 CACHE_NAME = "probe.json"
 PROBE_PROG = "xdph_probe_ext"
@@ -31,13 +32,13 @@ def _boot_id() -> str:
 
 
 def _try(data_dir: Path) -> tuple[bool, str]:
-    from .backends import freplace
-    from .kernel import libbpf
+    from ..kernel import libbpf
+    from . import dispatcher  # the dispatcher alone: freplace.py imports this probe
 
-    disp_path = freplace.pick_dispatcher(data_dir, 1)
+    disp_path = dispatcher.pick_dispatcher(data_dir, 1)
     fds: list[int] = []
     try:
-        disp_fd, cnt_fd, ev_fd = freplace.load_dispatcher(
+        disp_fd, cnt_fd, ev_fd = dispatcher.load_dispatcher(
             disp_path, [[1, 1, 0, 1, 1, 1]], counters=False, events=False)
         fds += [disp_fd, cnt_fd, ev_fd]
         obj = libbpf.BpfObject(str(disp_path))
@@ -47,9 +48,9 @@ def _try(data_dir: Path) -> tuple[bool, str]:
             prog = obj.program(PROBE_PROG)
             prog.set_type(libbpf.BPF_PROG_TYPE_EXT)
             prog.set_expected_attach_type(0)
-            prog.set_attach_target(disp_fd, freplace.slot_name(0))
+            prog.set_attach_target(disp_fd, dispatcher.slot_name(0))
             obj.load()
-            link = prog.attach_freplace(disp_fd, freplace.slot_name(0))
+            link = prog.attach_freplace(disp_fd, dispatcher.slot_name(0))
             fds.append(os.dup(link.fd))
             link.destroy()
             ext_fd = os.dup(prog.fd)
@@ -60,11 +61,11 @@ def _try(data_dir: Path) -> tuple[bool, str]:
         if ret != XDP_TX:
             return False, f"dispatcher returned {ret} instead of XDP_TX: extension not in effect"
         # multi-attach (what a rebuild relies on): link the same program again
-        disp2, c2, e2 = freplace.load_dispatcher(disp_path, [[1, 1, 0, 1, 1, 1]],
+        disp2, c2, e2 = dispatcher.load_dispatcher(disp_path, [[1, 1, 0, 1, 1, 1]],
                                                  counters=False, events=False)
         fds += [disp2, c2, e2]
         try:
-            fds.append(libbpf.freplace_link_create(ext_fd, disp2, freplace.slot_name(0)))
+            fds.append(libbpf.freplace_link_create(ext_fd, disp2, dispatcher.slot_name(0)))
         except Exception as e:  # noqa: BLE001
             return True, f"freplace works; multi-attach does not ({e}): rebuilds reload programs"
         return True, f"freplace works on {platform.release()}"
@@ -80,7 +81,7 @@ def _try(data_dir: Path) -> tuple[bool, str]:
 CACHE_FIELDS = {"boot_id": str, "works": bool, "reason": str, "kernel": str}
 
 
-def read_cache(cache: Path) -> dict | None:
+def read_cache(cache: Path) -> dict[str, Any] | None:
     """The cached answer if the file is one: root's regular file in the root-only run
     directory, read without blocking (a FIFO planted there would hold the lock
     forever), bounded, every key present with its type. Otherwise None: the probe
