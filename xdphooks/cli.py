@@ -285,13 +285,16 @@ def _predicted_links(plan) -> dict[str, list[dict[str, str]]]:
     import tempfile
     from pathlib import Path
 
-    from .backends import static
+    from . import backends
 
     out = {}
     with tempfile.TemporaryDirectory(prefix="xdphooks-plan-") as tmp:
         for c in plan.changes:
-            if c.desired is not None and c.desired.mode == "static":
-                out[str(c.interface)] = static.predict_links(c.desired, Path(tmp))
+            if c.desired is None:
+                continue
+            links = backends.get(c.desired.mode).predict_links(c.desired, Path(tmp))
+            if links is not None:  # a backend with something to say per slot (static)
+                out[str(c.interface)] = links
     return out
 
 

@@ -507,7 +507,7 @@ def _adopt_running(sess: Session, opts: Options) -> None:
             pin_dir=str(gen_dir), xdp_mode=sess.config.xdp_mode,
             programs=[ProgramRecord(e.name, e.plugin, e.priority, e.policy.as_dict(), e.object,
                                     e.program, e.digest,
-                                    xdp.pinned_prog_id(gen_dir / f"prog-{e.name}")
+                                    backends.get(chain.mode).slot_prog_id(gen_dir, e.name)
                                     or obs.attached_id, i,
                                     constants=constants_json(e.constants),
                                     maps=map_settings_json(e.map_settings))
@@ -661,14 +661,14 @@ def _apply(sess: Session, change: Change, opts: Options,
         crashpoint("after-pin")
         sent = True
         try:
-            xdp.swap(iface, ifindex, built.prog_fd, xdp_mode)
+            backend.swap(iface, ifindex, built, xdp_mode)
         except KernelError as e:
             raise _single_buffer_error(iface, built, e) or e from None
         crashpoint("after-swap")
     except BaseException as e:
         # Never unpin the generation the kernel runs: that orphans it (every later run
         # would call it foreign). Only what did not reach the kernel is removed.
-        if not (sent and xdp.attached_id(iface) == xdp.pinned_prog_id(gen_dir / "root")):
+        if not (sent and backend.attached_id(iface) == xdp.pinned_prog_id(gen_dir / "root")):
             bpffs.rmtree(gen_dir)
             raise
         if not isinstance(e, Exception):
@@ -780,8 +780,9 @@ def _detach(sess: Session, iface: InterfaceRef, obs: Observed | None) -> None:
     names = [p.name for p in obs.record.programs] if obs and obs.record else []
     _drain_old_events(sess, iface)
     if obs and obs.ifindex and obs.ours:
-        xdp.detach(iface, obs.ifindex, obs.attached_id,
-                   obs.record.xdp_mode if obs.record else sess.config.xdp_mode)
+        backends.of(obs.record).detach(iface, obs.ifindex, obs.attached_id,
+                                       obs.record.xdp_mode if obs.record else
+                                       sess.config.xdp_mode)
     crashpoint("after-detach")
     sess.state.interfaces.pop(iface.key, None)
     unrecorded = _save_after_change(sess, f"the chain on {iface} is detached, but the file "
