@@ -1,15 +1,26 @@
-"""BPF instructions as values: decode, build with symbolic jump targets, assemble.
+"""BPF instructions as values, symbolic: decode, build, and write out in one place.
 
-Just enough of the instruction set for the root generator (splice.py): the
-classes and opcodes it emits or has to recognise in a component's code.
+An instruction carries its references as metadata, not as numbers (as cilium/ebpf's
+``asm`` package does): a jump its target :class:`Label`, a relocated instruction
+(map load, BPF-to-BPF call, ...) the symbol and relocation type it refers to, and its
+BTF.ext records (func_info, line_info, CO-RE) without their instruction offset.
+Labels stand in the list (:class:`Place`) where a symbol or jump target is. Code is
+moved, cut and joined as such lists; :func:`write` is the one place where jump
+offsets, relocation offsets, record offsets and label (symbol) positions become
+numbers. Just enough of the instruction set for the rewriter and the root generator
+(rewrite.py, splice.py): the classes and opcodes they emit or have to recognise.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .elf import Rel, shown
 
 _INSN = struct.Struct("<BBhi")
+_HALF = struct.Struct("<Ii")  # a slot as (first four bytes, imm)
 
 # classes
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
@@ -53,9 +64,13 @@ class Insn:
     off: int = 0
     imm: int = 0
     imm_hi: int = 0  # LD_IMM64: the second slot's imm
-    target: Label | None = None  # jumps: resolved into ``off`` by assemble()
+    #: LD_IMM64: the second slot's first four bytes (opcode, registers, offset), zero in
+    #: any valid code, kept so that decode and write give back the bytes they were given
+    hi_head: int = 0
+    target: Label | None = None  # jumps: resolved into ``off`` by write()
     reloc: tuple[int, int] | None = None  # (symbol index, ELF relocation type)
-    ext: list[tuple[int, bytes]] = field(default_factory=list)  # (BTF.ext kind, record)
+    #: (BTF.ext kind, record): the record's instruction offset is set by write()
+    ext: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def cls(self) -> int:
@@ -88,7 +103,7 @@ def decode(code: bytes) -> list[tuple[int, Insn]]:
         if op == LD_IMM64:
             if i + 1 >= n:
                 raise ValueError(f"truncated 64-bit load at instruction {i}")
-            ins.imm_hi = _INSN.unpack_from(code, i * 8 + 8)[3]
+            ins.hi_head, ins.imm_hi = _HALF.unpack_from(code, i * 8 + 8)
         out.append((i, ins))
         i += ins.slots
     return out
@@ -154,35 +169,102 @@ def exit_() -> Insn:
     return Insn(JMP | EXIT)
 
 
-# --- assembling -----------------------------------------------------------------------------
+# --- symbolic code --------------------------------------------------------------------------
+
+Code = list[Insn | Place]
 
 
-def assemble(prog: list[Insn | Place]) -> tuple[bytes, list[tuple[int, Insn]]]:
-    """Encode ``prog``; returns the code and (byte offset, instruction) of each instruction
-    (for its relocation and BTF.ext records)."""
-    where: dict[int, int] = {}
+def symbolic(code: bytes, marks: dict[int, list[Label]] | None = None
+             ) -> tuple[Code, dict[int, Insn]]:
+    """``code`` as a symbolic list: each jump whose target is an instruction of ``code``
+    (or its end) refers to a label there (others keep their offset: moved with the
+    code as a whole, they stay what they were); ``marks`` places labels (symbols) at
+    byte offsets. Returns the list and the instruction at each byte offset, for the
+    caller to attach relocations and BTF.ext records to. Raises ValueError on code
+    that is not a whole number of instructions or a mark not at an instruction."""
+    if len(code) % 8:
+        raise ValueError("is not a whole number of instructions")
+    insns = decode(code)
+    n = len(code) // 8
+    at = {pos * 8: ins for pos, ins in insns}
+    targets: dict[int, Label] = {}
+    for pos, ins in insns:
+        tgt = pos + ins.off + 1
+        if ins.is_jump() and (tgt * 8 in at or tgt == n):
+            ins.target = targets.setdefault(tgt * 8, Label(f"+{tgt}"))
+    places: dict[int, list[Label]] = {}
+    for off, labels in (marks or {}).items():
+        if off not in at and off != len(code):
+            named = ", ".join(shown(label.name) for label in labels) or "a label"
+            raise ValueError(f"{named} at byte {off} is not the start of an instruction")
+        places[off] = list(labels)
+    for off, label in targets.items():
+        places.setdefault(off, []).append(label)
+    out: Code = []
+    for pos, ins in insns:
+        out += [Place(label) for label in places.get(pos * 8, ())]
+        out.append(ins)
+    out += [Place(label) for label in places.get(len(code), ())]
+    return out, at
+
+
+@dataclass
+class Written:
+    """Code written out at byte offset ``base`` of its section: the bytes, the
+    relocations and BTF.ext records (per kind: func_info, line_info, CO-RE) with their
+    offsets in the section, the section offset of every label, and (offset,
+    instruction) of each instruction."""
+
+    code: bytes
+    rels: list[Rel]
+    ext: tuple[list[bytearray], list[bytearray], list[bytearray]]
+    at: dict[Label, int]
+    placed: list[tuple[int, Insn]]
+
+
+def write(prog: Sequence[Insn | Place], base: int = 0) -> Written:
+    """The one place where symbolic code becomes numbers: labels are placed, jump
+    offsets resolved, and every relocation and BTF.ext record gets the offset of its
+    instruction (``base`` + its position)."""
+    where: dict[Label, int] = {}
     pos = 0
     for item in prog:
         if isinstance(item, Place):
-            where[id(item.label)] = pos
+            where[item.label] = pos
         else:
             pos += item.slots
     out = bytearray()
-    placed = []
+    placed: list[tuple[int, Insn]] = []
+    rels: list[Rel] = []
+    ext: tuple[list[bytearray], list[bytearray], list[bytearray]] = ([], [], [])
     pos = 0
     for item in prog:
         if isinstance(item, Place):
             continue
         off = item.off
         if item.target is not None:
-            if id(item.target) not in where:
+            if item.target not in where:
                 raise ValueError(f"label {item.target.name!r} was never placed")
-            off = where[id(item.target)] - (pos + 1)
+            off = where[item.target] - (pos + 1)
             if not -32768 <= off <= 32767:
                 raise ValueError("jump too far for a 16-bit offset")
-        placed.append((pos * 8, item))
+        at = base + pos * 8
+        placed.append((at, item))
+        if item.reloc is not None:
+            rels.append(Rel(at, item.reloc[0], item.reloc[1]))
+        for kind, rec in item.ext:
+            r = bytearray(rec)
+            struct.pack_into("<I", r, 0, at)  # insn_off: first in all three kinds
+            ext[kind].append(r)
         out += _INSN.pack(item.code, (item.src << 4) | item.dst, off, item.imm)
         if item.code == LD_IMM64:
-            out += _INSN.pack(0, 0, 0, item.imm_hi)
+            out += _HALF.pack(item.hi_head, item.imm_hi)
         pos += item.slots
-    return bytes(out), placed
+    return Written(bytes(out), rels, ext, {k: base + v * 8 for k, v in where.items()}, placed)
+
+
+def assemble(prog: Iterable[Insn | Place]) -> tuple[bytes, list[tuple[int, Insn]]]:
+    """Encode ``prog`` at offset 0 (:func:`write`); the code and (byte offset,
+    instruction) of each instruction."""
+    w = write(list(prog))
+    return w.code, w.placed
