@@ -75,9 +75,21 @@ def cell(tests: dict[str, dict], pattern: str) -> str:
     return f"pass {count['passed']}" + (f", {count['skipped']} skipped" if count["skipped"] else "")
 
 
+def run_label(r: dict) -> str:
+    """Which run a column comes from (tests/vm/vm_results.py provenance()); results
+    committed before runs recorded it say so."""
+    if "commit" not in r:
+        return "not recorded"
+    what = {"full": "full VM suite", "matrix": "matrix set"}.get(r.get("set"), "a selection")
+    took = f", {r['seconds']} s" if r.get("seconds") is not None else ""
+    load = r.get("loadavg", "").split()
+    return (f"{r['commit']}, {r.get('date', '?')}: {what}{took}"
+            + (f", host load {load[0]}/{load[1]}/{load[2]}" if len(load) == 3 else ""))
+
+
 def table(runs: list[dict]) -> str:
     head = ["feature"] + [r.get("kernel", "?") for r in runs]
-    rows = [head, ["---"] * len(head)]
+    rows = [head, ["---"] * len(head), ["run"] + [run_label(r) for r in runs]]
     for key, label in CAPABILITIES:
         row = [f"probe: {label}"]
         for r in runs:

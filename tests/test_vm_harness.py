@@ -94,6 +94,8 @@ def test_dead_vm_reruns_only_unreported_and_a_failure_stays_a_failure(tmp_path):
 
     merged = json.loads((tmp_path / "ok.json").read_text())
     assert merged["runs"] == 2 and set(merged["tests"]) == set(tests)
+    # which run it was, for docs/kernels.md's "run" row
+    assert merged["commit"] != "unknown" and merged["date"] and len(merged["loadavg"].split()) == 3
 
 
 def test_kernel_table_is_generated_from_committed_results():

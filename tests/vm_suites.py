@@ -73,7 +73,8 @@ class Run:
     def start(self) -> None:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, XDPHOOKS_VM_RESULTS_OUT=str(RESULTS_DIR / f"{self.kernel}.json"))
+        env = dict(os.environ, XDPHOOKS_VM_RESULTS_OUT=str(RESULTS_DIR / f"{self.kernel}.json"),
+                   XDPHOOKS_VM_SET="full" if self.kernel == FULL_KERNEL else "matrix")
         self.started = time.monotonic()
         with open(self.log, "w") as out:
             # a session of its own, so a stop reaches it and not pytest

@@ -22,6 +22,8 @@
 # XDPHOOKS_VM_RESULTS_OUT (a file: every test's outcome and the guest's capabilities
 # as JSON, the input of scripts/kernel-table.py).
 set -uo pipefail
+# the run's wall time, recorded in its results (tests/vm/vm_results.py provenance())
+export XDPHOOKS_VM_STARTED=$(date +%s)
 
 die() { echo "run-in-vm: FATAL: $*" >&2; exit 90; }
 

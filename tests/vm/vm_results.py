@@ -119,6 +119,34 @@ def remaining(d: Path) -> list[str]:
     return [n for n in collected if n not in done]
 
 
+def provenance() -> dict:
+    """Which run this was, for docs/kernels.md's "run" row: the commit (with "+changes"
+    when the tree differed from it), the UTC date, the set run (``XDPHOOKS_VM_SET``, given
+    by tests/vm_suites.py), the wall time since run-in-vm.sh started
+    (``XDPHOOKS_VM_STARTED``) and the host's load averages at the end: timings on a
+    loaded machine are not a kernel's."""
+    import subprocess
+    import time
+
+    repo = Path(__file__).resolve().parent.parent.parent
+    git = ["git", "-C", str(repo)]
+    try:
+        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    started = os.environ.get("XDPHOOKS_VM_STARTED", "")
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    return {"commit": (commit + "+changes" if dirty else commit) or "unknown",
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "set": os.environ.get("XDPHOOKS_VM_SET", "custom"),
+            "seconds": round(time.time() - int(started)) if started.isdigit() else None,
+            "loadavg": load}
+
+
 def merge(out: Path, dirs: list[Path]) -> int:
     tests: dict[str, dict] = {}
     failed_anywhere: list[str] = []
@@ -136,7 +164,7 @@ def merge(out: Path, dirs: list[Path]) -> int:
                 extra.update(json.loads(p.read_text()))
             except ValueError:
                 pass
-    data = {**extra, "runs": len(dirs), "tests": dict(sorted(tests.items()))}
+    data = {**extra, **provenance(), "runs": len(dirs), "tests": dict(sorted(tests.items()))}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     # A failure in the run that died is still a failure, whatever the re-run did.
