@@ -10,6 +10,7 @@ Read-only otherwise; imports nothing from the coordinator.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any, BinaryIO
@@ -84,7 +85,7 @@ def write_pcap(out: BinaryIO, events: list[dict[str, Any]], name: str) -> int:
     return n
 
 
-def main(args, paths: Paths) -> int:
+def main(args: argparse.Namespace, paths: Paths) -> int:
     from .eventlog import log_file_problem, parse_records, read_lines, skipped_warning
 
     st, warning = state_mod.load(paths.state_file, paths.pin_root)
