@@ -41,7 +41,8 @@ class BtfType:
         if self.kind == KIND_FUNC:
             return self.vlen
         if self.kind == KIND_VAR:
-            return struct.unpack_from("<I", self.extra)[0]
+            linkage: int = struct.unpack_from("<I", self.extra)[0]
+            return linkage
         return -1
 
     def members(self) -> list[tuple[int, int, int]]:
@@ -183,7 +184,8 @@ class BtfExt:
                 subs.append(struct.unpack_from("<II", data, 24))
             else:
                 subs.append((0, 0))
-            rec_sizes, infos = [], []
+            rec_sizes: list[int] = []
+            infos: list[list[tuple[str, list[bytearray]]]] = []
             for off, length in subs:
                 if length == 0:
                     rec_sizes.append(0)
@@ -222,12 +224,12 @@ class BtfExt:
             if not secs:
                 bodies.append(b"")
                 continue
-            b = bytearray(struct.pack("<I", rec_size))
+            body = bytearray(struct.pack("<I", rec_size))
             for name, recs in secs:
-                b += struct.pack("<II", btf.add_string(name), len(recs))
+                body += struct.pack("<II", btf.add_string(name), len(recs))
                 for r in recs:
-                    b += r
-            bodies.append(bytes(b))
+                    body += r
+            bodies.append(bytes(body))
         offs, cur = [], 0
         for b in bodies:
             offs.append(cur)

@@ -37,7 +37,7 @@ def rodata_vars(btf: Btf, symbols: Mapping[str, tuple[int, int]],
     return out
 
 
-def encode_value(btf: Btf, type_id: int, size: int, name: str, value) -> bytes:
+def encode_value(btf: Btf, type_id: int, size: int, name: str, value: object) -> bytes:
     """``value`` as the bytes of a variable of BTF type ``type_id``, or ValueError
     saying why it does not fit."""
     t = btf.resolve(type_id)
@@ -64,7 +64,7 @@ def encode_value(btf: Btf, type_id: int, size: int, name: str, value) -> bytes:
                      "char arrays can be set)")
 
 
-def _int_bytes(name: str, value, size: int, signed: bool, what: str) -> bytes:
+def _int_bytes(name: str, value: object, size: int, signed: bool, what: str) -> bytes:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} is an {8 * size}-bit {what}, {value!r} is not an integer")
     lo, hi = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed else (0, (1 << (8 * size)) - 1)
@@ -75,7 +75,8 @@ def _int_bytes(name: str, value, size: int, signed: bool, what: str) -> bytes:
 
 
 def apply(btf: Btf, symbols: Mapping[str, tuple[int, int]], rodata: bytes,
-          constants: Mapping[str, object] | tuple, *, prefix: str = "", who: str,
+          constants: Mapping[str, object] | tuple[tuple[str, object], ...], *,
+          prefix: str = "", who: str,
           plugin: str | None, obj: str) -> bytes:
     """``rodata`` with each constant set; one ObjectError naming the plugin for the first
     name the object does not have or value that does not fit."""

@@ -201,30 +201,32 @@ def write_elf(path: str, sections: list[Section], symbols: list[Symbol], flags: 
         sym_blob += _SYM.pack(strtab.add(s.name) if s.name else 0, s.info, s.other, s.shndx,
                               s.value, s.size)
     symtab = Section(".symtab", SHT_SYMTAB, 0, bytes(sym_blob), strtab_idx, nlocal, 8, _SYM.size)
-    names = [strtab.add(s.name) for s in sections] + [strtab.add(".symtab"), strtab.add(".strtab")]
+    names = ([strtab.add(sec.name) for sec in sections]
+             + [strtab.add(".symtab"), strtab.add(".strtab")])
     strsec = Section(".strtab", SHT_STRTAB, 0, bytes(strtab.blob), 0, 0, 1, 0)
     allsecs = list(sections) + [symtab, strsec]
-    for s in allsecs:
-        if s.type in (SHT_REL, SHT_RELA):
-            s.link = symtab_idx
+    for sec in allsecs:
+        if sec.type in (SHT_REL, SHT_RELA):
+            sec.link = symtab_idx
     out = bytearray(64)
     offsets = []
-    for s in allsecs:
-        if s.type in (SHT_NULL, SHT_NOBITS):
-            offsets.append(0 if s.type == SHT_NULL else len(out))
+    for sec in allsecs:
+        if sec.type in (SHT_NULL, SHT_NOBITS):
+            offsets.append(0 if sec.type == SHT_NULL else len(out))
             continue
-        al = max(s.align, 1)
+        al = max(sec.align, 1)
         out += b"\0" * (-len(out) % al)
         offsets.append(len(out))
-        out += s.data
+        out += sec.data
     out += b"\0" * (-len(out) % 8)
     shoff = len(out)
-    for s, name, off in zip(allsecs, names, offsets):
-        size = s.__dict__.get("nobits_size", 0) if s.type == SHT_NOBITS else len(s.data)
-        if s.type == SHT_NULL:
+    for sec, name, off in zip(allsecs, names, offsets):
+        size = sec.__dict__.get("nobits_size", 0) if sec.type == SHT_NOBITS else len(sec.data)
+        if sec.type == SHT_NULL:
             out += b"\0" * _SHDR.size
             continue
-        out += _SHDR.pack(name, s.type, s.flags, 0, off, size, s.link, s.info, s.align, s.entsize)
+        out += _SHDR.pack(name, sec.type, sec.flags, 0, off, size, sec.link, sec.info, sec.align,
+                          sec.entsize)
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
     _EHDR.pack_into(out, 0, ident, ET_REL, EM_BPF, 1, 0, 0, shoff, flags, 64, 0, 0,
                     _SHDR.size, len(allsecs), strtab_idx)

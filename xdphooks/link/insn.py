@@ -208,6 +208,13 @@ def symbolic(code: bytes, marks: dict[int, list[Label]] | None = None
     return out, at
 
 
+def record_offset(rec: bytes | bytearray) -> int:
+    """A BTF.ext record's instruction offset in its section (the first field of all three
+    kinds: func_info, line_info, CO-RE); :func:`write` sets it."""
+    off: int = struct.unpack_from("<I", rec, 0)[0]
+    return off
+
+
 @dataclass
 class Written:
     """Code written out at byte offset ``base`` of its section: the bytes, the

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 
 from ..abi import is_frags_section
@@ -515,14 +514,15 @@ def _btf(job: _Job) -> None:
                 merged.setdefault(".text", [])  # filled by _write, from the code
                 at = job.code[code][1]
                 for rec in recs:
-                    ins = at.get(_rec_off(rec))
+                    ins = at.get(I.record_offset(rec))
                     if ins is None:  # past the end, or inside an instruction
                         raise job.fail(f"a .BTF.ext record points outside the instructions "
                                        f"of section {shown(sec_name)}", REBUILD)
                     ins.ext.append((kind, bytes(rec)))
             elif sec_name in keep_secs:
                 merged.setdefault(sec_name, []).extend(bytearray(r) for r in recs)
-        job.ext_out.append([(n, sorted(recs, key=_rec_off)) for n, recs in merged.items()])
+        job.ext_out.append([(n, sorted(recs, key=I.record_offset))
+                            for n, recs in merged.items()])
 
 
 def _write(job: _Job) -> RewriteResult:
@@ -561,12 +561,6 @@ def _write(job: _Job) -> RewriteResult:
     return RewriteResult(job.out, job.src, job.entry.name, job.slot, job.fn_name, job.prefix,
                          job.maps, data_secs, job.lic, job.names,
                          frags=is_frags_section(esec.name))
-
-
-def _rec_off(rec: bytes | bytearray) -> int:
-    """A BTF.ext record's instruction offset (the first field of every kind)."""
-    off: int = struct.unpack_from("<I", rec, 0)[0]
-    return off
 
 
 def _size(sec: E.Section) -> int:
