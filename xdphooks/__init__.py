@@ -7,7 +7,7 @@ Plugin authors need only what this module exports::
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING, Any
 
 from .model import (
     ACTIONS,
@@ -22,8 +22,22 @@ from .model import (
 
 __version__ = "0.1.0"
 
-#: Marker for hook implementations (see :mod:`xdphooks.hookspecs`).
-hookimpl = pluggy.HookimplMarker("xdphooks")
+if TYPE_CHECKING:
+    import pluggy
+
+    #: Marker for hook implementations (see :mod:`xdphooks.hookspecs`).
+    hookimpl: pluggy.HookimplMarker
+
+
+def __getattr__(name: str) -> Any:
+    # pluggy is imported only where plugin code runs (the plugin host, a plugin's own
+    # import): the coordinator never calls a hook, and pluggy is 10 ms of every run
+    if name == "hookimpl":
+        import pluggy
+
+        globals()["hookimpl"] = marker = pluggy.HookimplMarker("xdphooks")
+        return marker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def veto(message: str, fix: str = "") -> Problem:

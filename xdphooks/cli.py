@@ -210,6 +210,9 @@ def cmd_reconcile(args, paths) -> int:
     deferred = _deferred(args)
     if deferred is not None:
         return deferred
+    from .pluginhost import prestart
+
+    prestart()  # the plugin host starts up on the other core while the coordinator imports
     from .coordinator import Options, reconcile
 
     opts = Options(trigger=args.trigger, disable=frozenset(args.disable),

@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +81,8 @@ def load(path: Path) -> Config:
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}",
                           fix=f"make {path} a readable regular file") from None
+    import tomllib  # here: a run without a config file does not pay its import
+
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

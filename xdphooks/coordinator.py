@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from .errors import FIX, KernelError, PermissionRefused, XdphooksError
 from .eventlog import log_event, set_log_file
 from .faults import crashpoint
 from .inspect import inspect, object_path
+from .objfacts import FactsCache
 from .kernel import bpffs, libbpf, xdp
 from .kernel.netns import NetnsError, interfaces, list_netns
 from .kernel.netns import identity as netns_identity
@@ -275,7 +275,9 @@ def _referenced_netns(patterns: list[str], known: list[str]) -> list[str]:
 # --- planning ----------------------------------------------------------------------
 
 
-def gather(paths: Paths, opts: Options) -> Session:
+def gather(paths: Paths, opts: Options, parsed: FactsCache | None = None) -> Session:
+    """``parsed``: the object facts cache, which the caller saves (reconcile does; plan and
+    the drift check change nothing, so they only read it)."""
     cfg = config_mod.load(paths.config_file)
     state, warn = state_mod.load(paths.state_file, paths.pin_root)
     warnings = [warn] if warn else []
@@ -283,10 +285,11 @@ def gather(paths: Paths, opts: Options) -> Session:
     plugins = discover(paths, cfg.disable | opts.disable, cfg.hook_timeout)
     declared, broken = plugins.programs()
     facts = {}
+    parsed = parsed or FactsCache(paths.cache_dir)  # objects' ELF facts, by sha256
     for plugin, prog in declared:
         key = object_path(paths, prog)
         if key not in facts:
-            facts[key] = verify.checked(paths, cfg, prog, inspect(key, plugin))
+            facts[key] = verify.checked(paths, cfg, prog, inspect(key, plugin, parsed))
     placed, problems = planner.resolve(declared, cfg, facts, lambda p: object_path(paths, p))
     known_ns = list_netns()
     patterns = [pat for p in placed for pat in p.patterns]
@@ -324,7 +327,9 @@ def reconcile(paths: Paths, opts: Options) -> Result:
         # a watched (instrumented) chain goes first: plans see the recorded one (issue 21)
         from .watchlease import end_watches
         ended = end_watches(paths)
-        sess = gather(paths, opts)
+        parsed = FactsCache(paths.cache_dir)
+        sess = gather(paths, opts, parsed)
+        parsed.save()
         guard.hold()  # from here on a signal waits for the step to finish
         result = _reconcile_locked(sess, opts, guard)
         result.warnings[:0] = ended
@@ -738,7 +743,7 @@ def _single_buffer_error(iface: InterfaceRef, built, err: KernelError) -> Xdphoo
 
     if err.errno == errno.ERANGE and not has_frags():
         return XdphooksError(f"{iface}: its MTU needs multi-buffer XDP, which Linux "
-                             f"{platform.release()} does not have (it came in 5.18); the "
+                             f"{os.uname().release} does not have (it came in 5.18); the "
                              "chain that ran before keeps running",
                              fix="lower the MTU (ip link set dev DEV mtu 1500; for a veth, "
                                  "both ends), attach in generic mode (xdp_mode = \"skb\"), "

@@ -11,7 +11,8 @@ dead process, and kills the host's whole process group (the host runs in a
 session of its own, so a plugin's forked grandchildren die with it).
 
 The host holds no lock fd, no kernel object it was not handed and none of the
-coordinator's state: the first host is forked (cheap: the imports are done) and
+coordinator's state: the first host is forked — by the CLI before the coordinator's
+imports (:func:`prestart`), so it starts up on the other core meanwhile — and
 closes every fd except its channel before any plugin code runs; a host started
 again after a failure is a fresh interpreter (``-I``, the same ``sys.path``, only its channel
 passed), since by then the coordinator may hold memory-mapped BPF maps a fork
@@ -131,7 +132,7 @@ def decode(v: Any, allowed: frozenset[str]) -> Any:
 class Host:
     """One running plugin host; :meth:`request` sends a request and waits for the reply."""
 
-    def __init__(self, fresh: bool) -> None:
+    def __init__(self, fresh: bool, greet: bool = True) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if child.fileno() < 3:  # stdio closed (a package hook): 0-2 become the host's stdio
             low = child.detach()
@@ -159,15 +160,24 @@ class Host:
             os.close(out_w)
         os.set_blocking(out_r, False)
         parent.setblocking(False)
-        # up and answering before any plugin's time starts: a fresh interpreter on a
-        # loaded machine may take a while, and that is no plugin's fault
-        self.request({"op": "order", "hook": "xdphooks_programs"}, STARTUP_TIMEOUT)
+        self.greeted = False
+        if greet:
+            self.greet()
+
+    def greet(self) -> None:
+        """Wait until the host is up and answering, before any plugin's time starts: a
+        fresh interpreter on a loaded machine may take a while, and that is no plugin's
+        fault. :class:`HostDied` (the host killed) if it does not answer."""
+        if not self.greeted:
+            self.request({"op": "order", "hook": "xdphooks_programs"}, STARTUP_TIMEOUT)
+            self.greeted = True
 
     @classmethod
     def failed(cls, reason: str) -> "Host":
         """A host that did not start: every request raises :class:`HostDied`."""
         host = cls.__new__(cls)
         host.dead, host.pid, host.proc, host.threaded = reason, 0, None, frozenset()
+        host.greeted = True
         host.output, host.out_r, host.pidfd, host.sock = bytearray(), -1, -1, None
         return host
 
@@ -367,6 +377,43 @@ class Host:
             except OSError:
                 pass
         self.out_r = self.pidfd = -1
+
+
+# --- the first host, started early ---------------------------------------------------------
+#
+# A run's first host is forked by the CLI before it imports the coordinator (prestart):
+# the child imports pluggy and the hook specifications (~15 ms) on the other core while
+# the coordinator imports its own modules, and it is forked from a process that holds
+# even less (no lock, no state file, no BPF object yet).  Its channel is the same, its
+# fds are closed the same way, and the first request waits for its greeting as for any
+# host's.  A host nobody takes ends with the CLI (its channel closes; PR_SET_PDEATHSIG).
+
+_early: Host | None = None
+
+
+def prestart() -> None:
+    """Fork the run's first plugin host now; :func:`take_prestarted` hands it over."""
+    global _early
+    if _early is not None or os.geteuid() != 0:  # reconcile runs as root only
+        return
+    try:
+        _early = Host(fresh=False, greet=False)
+    except OSError:  # no fork now (EAGAIN): the run forks its host when it needs one
+        _early = None
+
+
+def take_prestarted() -> Host | None:
+    """The host :func:`prestart` forked, answering, or None (none, or it died: the caller
+    starts one the usual way)."""
+    global _early
+    host, _early = _early, None
+    if host is None:
+        return None
+    try:
+        host.greet()
+    except HostDied:  # killed and reaped by request(): start another
+        return None
+    return host
 
 
 # --- the host's side ----------------------------------------------------------------------

@@ -221,7 +221,8 @@ class Plugins:
             again = list(self._loaded.items())
             self._loaded.clear()
             try:
-                self._slot.host = pluginhost.Host(fresh=self._slot.started)
+                early = None if self._slot.started else pluginhost.take_prestarted()
+                self._slot.host = early or pluginhost.Host(fresh=self._slot.started)
             except pluginhost.HostDied as e:  # no plugin code ran: nothing works
                 self._slot.host = pluginhost.Host.failed(f"the plugin host did not start: {e}")
                 for name, _ in again:

@@ -19,8 +19,13 @@ sets (non-zero) or clears (zero) its action.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import ObjectError
+
+if TYPE_CHECKING:
+    from .link import elf as E
+    from .link.btf import Btf
 
 SECTION = ".xdp_run_config"
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")
@@ -32,25 +37,30 @@ class RunConfig:
     chain_call_actions: tuple[str, ...] | None  # lowercase action names, kernel order
 
 
-def list_xdp_programs(path: str, plugin: str | None = None) -> list[str]:
-    """Function names of the SEC("xdp"...) programs in ``path`` (file order)."""
+def list_xdp_programs(path: str, plugin: str | None = None,
+                      elf: E.Elf | None = None) -> list[str]:
+    """Function names of the SEC("xdp"...) programs in ``path`` (file order); ``elf``:
+    the object already parsed (inspect parses each object once, from its checked bytes)."""
     from .link import elf as E
     from .link.rewrite import xdp_programs
-    return [p.name for p in xdp_programs(E.read_elf(str(path), plugin=plugin))]
+    return [p.name for p in xdp_programs(elf or E.read_elf(str(path), plugin=plugin))]
 
 
-def read_run_config(path: str, program: str, plugin: str | None = None) -> RunConfig | None:
-    """The run config libxdp would read for ``program``, or None if the object has none.
+def read_run_config(path: str, program: str, plugin: str | None = None,
+                    elf: E.Elf | None = None, btf: Btf | None = None) -> RunConfig | None:
+    """The run config libxdp would read for ``program``, or None if the object has none;
+    ``elf`` and ``btf``: the object and its .BTF already parsed.
 
     Errors (ObjectError) name ``plugin``."""
     from .link import elf as E
     from .link.btf import KIND_ARRAY, KIND_PTR, KIND_STRUCT, KIND_VAR, Btf
 
-    elf = E.read_elf(str(path), plugin=plugin)
-    btf_sec = elf.section(".BTF")
-    if btf_sec is None:
-        return None
-    btf = Btf.parse(btf_sec.data, str(path), plugin)
+    if btf is None:
+        elf = elf or E.read_elf(str(path), plugin=plugin)
+        btf_sec = elf.section(".BTF")
+        if btf_sec is None:
+            return None
+        btf = Btf.parse(btf_sec.data, str(path), plugin)
     ds = btf.datasec(SECTION)
     if ds is None:
         return None

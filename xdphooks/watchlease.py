@@ -35,15 +35,18 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from . import abi
 from .errors import KernelError, UsageError, XdphooksError
 from .kernel import bpffs, libbpf
 from .kernel.netns import netns
-from .link.splice import PROF_SIZE, Instrument
 from .model import InterfaceRef
 from .paths import Paths
+
+if TYPE_CHECKING:  # the splicer is imported where a watch is built: reconcile's
+    # end_watches() runs every time and needs none of it (5 ms of imports)
+    from .link.splice import Instrument
 
 #: per interface key: the lease of the watch in progress (JSON, see Lease)
 LEASE_DIR = "watch"
@@ -142,12 +145,16 @@ def ring_map() -> int:
 
 
 def prof_map() -> int:
+    from .link.splice import PROF_SIZE
+
     return create_map(BPF_MAP_TYPE_PERCPU_ARRAY, "xdph_watch_prof", 4, PROF_SIZE, 1)
 
 
 def prof_read(fd: int) -> list[tuple[int, int]]:
     """(calls, ns) per slot key, summed over CPUs; index abi.MAX_CHAIN: the timing's own."""
     import struct
+
+    from .link.splice import PROF_SIZE
 
     ncpu = libbpf.num_possible_cpus()
     stride = (PROF_SIZE + 7) // 8 * 8
@@ -163,6 +170,8 @@ def prof_read(fd: int) -> list[tuple[int, int]]:
 
 def prof_zero(fd: int) -> None:
     import struct
+
+    from .link.splice import PROF_SIZE
 
     stride = (PROF_SIZE + 7) // 8 * 8
     libbpf.map_update(fd, struct.pack("<I", 0), bytes(stride * libbpf.num_possible_cpus()))
