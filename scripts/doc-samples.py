@@ -23,8 +23,8 @@ of a block is shell text run by bash, where ``xdphooks`` is this checkout's
 
 Normalisation (the volatile parts; one place, ``normalise``):
 
-- kernel object ids (programs, maps, links: any number of 3 or more digits that is
-  the id of a BPF object alive during the run) become 3401, 3402, ... in order of
+- kernel program ids (any number of 3 or more digits that is the id of a BPF program
+  alive after a shown step, or follows ``id `` or ``prog_id="``) become 3401, 3402, ... in order of
   first appearance; in a table column (two or more spaces before the id) the column
   keeps its width;
 - wall-clock times ``YYYY-MM-DD HH:MM:SS`` (and ``"time": EPOCH`` in JSON) become
@@ -69,7 +69,7 @@ PRELUDE = (f"src={shlex.quote(str(REPO))}\n"
            f"xdphooks() {{ PYTHONPATH=\"$src\" {shlex.quote(str(VENV_PY))} -m xdphooks \"$@\"; }}\n"
            f"xh() {{ xdphooks --root {ROOT} --bpffs {BPFFS} \"$@\"; }}\n")
 #: a line that changes state (so its times are the step's: see normalise)
-CHANGING = re.compile(r"\b(reconcile|teardown)\b(?!.*--check)")
+CHANGING = re.compile(r"\b(reconcile|teardown)\b(?!.*--check)|--live|--profile")
 BASE_TIME = calendar.timegm((2026, 12, 8, 10, 0, 0, 0, 0, 0))
 STEP_SECONDS, BOOT_BASE, BOOT_STEP, ID_BASE, PORT_BASE = 5, 4911.718917, 0.25, 3401, 40001
 
@@ -79,10 +79,12 @@ class Step:
     samples: tuple[str, ...]  # the samples this line belongs to
     line: str                 # shell text, run as it is shown
     show: bool = True         # False: only its output is the block (the command is in prose)
+    run: str | None = None    # shell text run instead of ``line``: ``line`` itself, with
+                              # what must happen around it (traffic) arranged there
 
 
-def S(samples: str, line: str) -> Step:
-    return Step(tuple(samples.split()), line, True)
+def S(samples: str, line: str, run: str | None = None) -> Step:
+    return Step(tuple(samples.split()), line, True, run)
 
 
 def O(samples: str, line: str) -> Step:
@@ -104,6 +106,24 @@ def _guide_block(heading: str, lang: str) -> str:
 
 def _quoted_file(path: str, text: str) -> str:
     return f"cat > {path} <<'XDPH_EOF'\n{text}XDPH_EOF"
+
+
+#: a plugin of the live views' chain (the test suite's objects)
+LIVE_PLUGIN = """from xdphooks import XdpProgram, hookimpl
+
+
+@hookimpl
+def xdphooks_programs():
+    return [XdpProgram(name={name!r}, object={obj!r}, priority={prio})]
+"""
+#: n UDP/9 datagrams from red, gap seconds apart, from a fixed port, in the background
+SENDER = ("ip netns exec red python3 -c 'import socket, sys, time\n"
+          "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+          "s.bind((\"198.18.0.2\", 57596))\n"
+          "for _ in range({n}):\n"
+          "    s.sendto(b\"xdphooks\", (\"198.18.0.1\", 9)); time.sleep({gap})\n"
+          "' >/dev/null 2>&1 & echo $! > /tmp/sender.pid")
+WAIT_SENDER = "while kill -0 $(cat /tmp/sender.pid) 2>/dev/null; do sleep 0.1; done"
 
 
 def scenario() -> list[Step]:
@@ -185,6 +205,36 @@ def scenario() -> list[Step]:
         S("ag-teardown", "xdphooks teardown blue/veth0"),
         S("ag-teardown", "xdphooks reconcile -q"),
         S("ag-teardown", "xdphooks teardown --all"),
+        # live views: counter -> udp9 (TX for UDP/9, policy tx=log) -> adjust (strips 4
+        # bytes), the test suite's objects, while red sends UDP/9 at 10 datagrams a second
+        H(f"rm {ROOT}/usr/lib/xdphooks/plugins/*.py && printf '%s\\n' "
+          "'default_interfaces = [\"blue/veth0\"]' '[programs.udp9]' 'policy = { tx = \"log\" }' "
+          f"> {cfg}"),
+        *[H(f"clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -I$src/bpf -c "
+            f"$src/tests/bpf/{src}.bpf.c -o {ROOT}/usr/lib/xdphooks/bpf/{src}.o && "
+            + _quoted_file(f"{ROOT}/usr/lib/xdphooks/plugins/{name}.py", LIVE_PLUGIN.format(
+                name=name, obj=f"{src}.o", prio=prio)))
+          for name, src, prio in (("counter", "sv_count", 10), ("udp9", "sv_udp9_tx", 20),
+                                  ("adjust", "fr_adjust", 30))],
+        H("xdphooks reconcile -q"),
+        # the trace in the background, 10 datagrams once its watch is in place
+        S("ag-live", "xdphooks trace --live blue/veth0 udp9 --count 3",
+          run="xdphooks trace --live blue/veth0 udp9 --count 3 > /tmp/live.out 2>&1 & "
+              "until xdphooks status | grep -q watched; do sleep 0.2; done; "
+              + SENDER.format(n=10, gap=0.05) + "; " + WAIT_SENDER + "; wait; cat /tmp/live.out"),
+        # a watch in the background (its lease shows in status), ended by SIGINT
+        # (python itself in the background, so that $! is the tracer's pid)
+        H(f"PYTHONPATH=$src {VENV_PY} -m xdphooks trace --live blue/veth0 counter --seconds 60 "
+          "--count 1000 >/dev/null 2>&1 & echo $! > /tmp/tracer.pid; "
+          "until xdphooks status | grep -q watched; do sleep 0.2; done"),
+        S("ag-watched", "xdphooks status"),
+        H("kill -TERM $(cat /tmp/tracer.pid); while kill -0 $(cat /tmp/tracer.pid) 2>/dev/null; "
+          "do sleep 0.1; done"),
+        H(SENDER.format(n=40, gap=0.1)),
+        S("ag-profile", "xdphooks status --profile 1"),
+        H(WAIT_SENDER),
+        S("ag-metrics", "xdphooks metrics | grep -E 'chain_generation|program_info|"
+          "program_packets|program_verdicts_total.*udp9|last_reconcile_(success|info)[ {]'"),
     ]
 
 
@@ -194,7 +244,7 @@ def scenario() -> list[Step]:
 def _object_ids() -> set[int]:
     """Ids of every BPF program, map and link alive now (see normalise)."""
     ids: set[int] = set()
-    for kind in ("prog", "map", "link"):
+    for kind in ("prog",):  # maps and links are not shown; "id N" is an id by context
         proc = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True)
         try:
             ids |= {o["id"] for o in json.loads(proc.stdout or "[]") if "id" in o}
@@ -218,7 +268,8 @@ def run_inner() -> dict:
         if CHANGING.search(step.line):
             time.sleep(1.02 - time.time() % 1)  # a fresh second: its times are this step's
             starts.append(int(time.time()))
-        proc = subprocess.run(["bash", "-c", PRELUDE + step.line], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        t_step = time.monotonic()
+        proc = subprocess.run(["bash", "-c", PRELUDE + (step.run or step.line)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               cwd="/tmp", env=env, timeout=300, stdin=subprocess.DEVNULL)
         if step.samples and "echo \"exit" not in step.line and proc.returncode not in (0,) \
                 and "grep" not in step.line:
@@ -227,8 +278,11 @@ def run_inner() -> dict:
         if not step.samples and proc.returncode != 0:
             raise SystemExit(f"doc-samples: setup `{step.line}` exited {proc.returncode}:\n"
                              f"{proc.stdout}")
-        ids |= _object_ids()
+        if step.samples:
+            ids |= _object_ids()
         outputs.append(proc.stdout)
+        if os.environ.get("DOC_SAMPLES_TIMES"):  # where the time goes
+            print(f"{time.monotonic() - t_step:6.2f} s  {step.line[:90]!r}", file=sys.stderr)
     return {"outputs": outputs, "ids": sorted(ids), "starts": starts}
 
 
@@ -243,6 +297,7 @@ class Normaliser:
         self.id_map: dict[str, str] = {}
         self.boot_map: dict[str, str] = {}
         self.port_map: dict[str, str] = {}
+        self.frac_seen: dict[int, int] = {}
 
     def _step_time(self, epoch: float) -> int:
         k = max(bisect.bisect_right(self.starts, int(epoch)) - 1, 0)
@@ -257,8 +312,35 @@ class Normaliser:
             return pad + new
         return " " * max(len(pad) + len(num) - len(new), 1) + new  # a column: same width
 
+    def _clock(self, hms: str, frac: str = "") -> str:
+        """A time of day (live views, watch leases): the step's, plus 0.1 s per packet
+        line already shown in that step when it has microseconds."""
+        h, m, sec = map(int, hms.split(":"))
+        day = self.starts[0] - self.starts[0] % 86400 if self.starts else 0
+        t = self._step_time(day + h * 3600 + m * 60 + sec)
+        if not frac:
+            return time.strftime("%H:%M:%S", time.gmtime(t))
+        k = self.frac_seen.get(t, 0)
+        self.frac_seen[t] = k + 1
+        return time.strftime("%H:%M:%S", time.gmtime(t + k // 10)) + ".%06d" % (k % 10 * 100000)
+
+    def _lease(self, m: re.Match) -> str:
+        since, until = m.group(1), m.group(2)
+        span = (sum(int(x) * f for x, f in zip(until.split(":"), (3600, 60, 1)))
+                - sum(int(x) * f for x, f in zip(since.split(":"), (3600, 60, 1)))) % 86400
+        new = self._clock(since)
+        h, mi, sec = map(int, new.split(":"))
+        return f"since {new} until " + time.strftime("%H:%M:%S", time.gmtime(
+            h * 3600 + mi * 60 + sec + span))
+
     def __call__(self, text: str) -> str:
         text = text.replace(str(REPO), "/usr/lib/xdphooks/python")
+        # numbers that are ids by their context, whether or not the object still lives
+        self.ids |= {int(n) for n in re.findall(r'(?:\bid |prog_id=")(\d+)', text)}
+        text = re.sub(r"\bpid \d+", "pid 4242", text)
+        text = re.sub(r"since (\d\d:\d\d:\d\d) until (\d\d:\d\d:\d\d)", self._lease, text)
+        text = re.sub(r"(?m)^(\d\d:\d\d:\d\d)\.(\d{6})\b",
+                      lambda m: self._clock(m.group(1), m.group(2)), text)
         text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", lambda m: time.strftime(
             "%Y-%m-%d %H:%M:%S", time.gmtime(self._step_time(
                 calendar.timegm(time.strptime(m.group(0), "%Y-%m-%d %H:%M:%S"))))), text)
@@ -290,6 +372,22 @@ def compose(result: dict) -> dict[str, str]:
                 body.append(f"# {shown(name, step.line)}\n")
             body.append(out)
     return {name: "".join(parts).rstrip("\n") for name, parts in blocks.items()}
+
+
+#: what a comparison ignores (tests/test_doc_samples.py): measured durations and costs,
+#: which no run repeats; the rest of the line still has to match
+DURATION = re.compile(r"(\d+ packet\(s\) in )\d+\.\d+ s")
+PROFILED = ("ag-profile",)  # every figure is a measurement
+
+
+def comparable(name: str, body: str) -> str:
+    """``body`` with its measured figures masked: live views' durations, and every
+    number of a profile; the rest of each line still has to match."""
+    body = DURATION.sub(r"\1N s", body)
+    if name in PROFILED:
+        body = "\n".join(ln if ln.startswith("#") else re.sub(r" *\d+(?:\.\d+)?", " N", ln)
+                         for ln in body.split("\n"))
+    return body
 
 
 def sample_names() -> list[str]:
@@ -345,6 +443,7 @@ def main() -> int:
     if proc.returncode != 0:
         print(proc.stderr.strip() or proc.stdout[-2000:], file=sys.stderr)
         return 1
+    sys.stderr.write(proc.stderr)  # DOC_SAMPLES_TIMES=1: each step's time
     blocks = compose(json.loads(proc.stdout))
     if args.print:
         for name, body in sorted(blocks.items()):
