@@ -20,14 +20,16 @@ The children run with bytecode caches written and used (PYTHONDONTWRITEBYTECODE 
 dropped and the package compiled first), as an installed package's are: otherwise every
 run compiles the modules it imports again.  The machine may be shared: the load average
 is printed before and after, and only medians and ratios from one run compare.
-Run as root:  .venv/bin/python bench/bench_reconcile.py [--rounds 9] [--tree DIR]
-(--tree: time another checkout's xdphooks package, e.g. the previous commit's).
+Run as root:  .venv/bin/python bench/bench_reconcile.py [--rounds 9] [--tree DIR]...
+(--tree: time another checkout's xdphooks package, e.g. the previous commit's; given
+twice, before and after are timed in the same rounds and compared).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -46,10 +48,20 @@ PLUGIN = ("from xdphooks import XdpProgram, hookimpl\n@hookimpl\ndef xdphooks_pr
           "interfaces=({iface!r},))]\n")
 
 
-def timed(argv, env=None) -> float:
+#: CPU ms (user + sys, the process and every child it waited for) of each timed run, by
+#: the argv's case: a figure a loaded machine inflates far less than wall time
+CPU: list[float] = []
+
+
+def timed(argv, env=None, cwd=None) -> float:
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return (time.perf_counter() - t) * 1000
+    subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+    wall = (time.perf_counter() - t) * 1000
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) * 1000)
+    return wall
 
 
 class Scenario:
@@ -64,7 +76,7 @@ class Scenario:
         self.bpffs.mkdir()
         subprocess.run(["mount", "-t", "bpf", "bpf", str(self.bpffs)], check=True)
         self.pair = make_veth_pair(tag[:4])
-        self.n, self.obj = n, obj
+        self.n, self.obj, self.tree = n, obj, tree
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env.update(XDPHOOKS_ROOT=str(self.root), XDPHOOKS_BPFFS=str(self.bpffs),
                    XDPHOOKS_NO_SYSLOG="1", XDPHOOKS_DISABLE_ENTRY_POINTS="1",
@@ -87,15 +99,17 @@ class Scenario:
     def xh(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "xdphooks", *args]
 
+    # the tree is the working directory too: `python -m` puts it first on sys.path
     def run(self, *args: str) -> float:
-        return timed(self.xh(*args), self.env)
+        return timed(self.xh(*args), self.env, self.tree)
 
     def teardown(self) -> None:
-        subprocess.run(self.xh("teardown", "--all"), env=self.env, check=True,
+        subprocess.run(self.xh("teardown", "--all"), env=self.env, cwd=self.tree, check=True,
                        capture_output=True)
 
     def close(self) -> None:
-        subprocess.run(self.xh("teardown", "--all"), env=self.env, capture_output=True)
+        subprocess.run(self.xh("teardown", "--all"), env=self.env, cwd=self.tree,
+                       capture_output=True)
         destroy_veth_pair(self.pair.ns_a, self.pair.ns_b)
         subprocess.run(["umount", str(self.bpffs)])
 
@@ -115,54 +129,64 @@ def mitigation() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--tree", type=Path, default=REPO,
-                    help="directory holding the xdphooks package to time (default: this repo)")
+    ap.add_argument("--tree", type=Path, action="append", default=[],
+                    help="directory holding the xdphooks package to time (default: this "
+                    "repo); twice (before, after): both timed in the same rounds")
     ap.add_argument("--skip", action="append", default=[],
                     help="leave a case out (build128, txn10)")
     args = ap.parse_args()
-    tree = args.tree.resolve()
-    # what an installed package ships: its bytecode, so no run compiles a module again
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "xdphooks")],
-                   check=True, stdout=subprocess.DEVNULL,
-                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    trees = [t.resolve() for t in args.tree] or [REPO]
+    for tree in trees:  # what an installed package ships: its bytecode, compiled once
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "xdphooks")],
+                       check=True, stdout=subprocess.DEVNULL, env={
+                           k: v for k, v in os.environ.items()
+                           if k != "PYTHONDONTWRITEBYTECODE"})
     base = Path(tempfile.mkdtemp(prefix="xh-bench-"))
     os.chmod(base, 0o755)
     obj = build_test_object("count_pass")
     load_before = loadavg()
-    cases = ["python", "ip-link", "noop", "attach1"] + \
-        [c for c in ("build128", "txn10") if c not in args.skip]
-    res: dict[str, list[float]] = {k: [] for k in cases}
+    xh_cases = ["noop", "attach1"] + [c for c in ("build128", "txn10") if c not in args.skip]
+    res: dict[str, list[float]] = {"python": [], "ip-link": []}
+    res.update({f"{c}@{i}": [] for i in range(len(trees)) for c in xh_cases})
+    cpu: dict[str, list[float]] = {k: [] for k in res}
+
+    def add(key: str, wall: float) -> None:
+        res[key].append(wall)
+        cpu[key].append(CPU[-1])
     scen: dict[str, Scenario] = {}
     try:
-        scen["one"] = Scenario(base, "one", 1, obj, tree)
-        scen["one"].install()
-        if "build128" in cases:
-            scen["c128"] = Scenario(base, "c128", 128, obj, tree)
-            scen["c128"].install()
-        if "txn10" in cases:
-            scen["t10"] = Scenario(base, "t10", 10, obj, tree)
-        one = scen["one"]
+        for i, tree in enumerate(trees):
+            scen[f"one@{i}"] = Scenario(base, f"one{i}", 1, obj, tree)
+            scen[f"one@{i}"].install()
+            if "build128" in xh_cases:
+                scen[f"c128@{i}"] = Scenario(base, f"c128{i}", 128, obj, tree)
+                scen[f"c128@{i}"].install()
+            if "txn10" in xh_cases:
+                scen[f"t10@{i}"] = Scenario(base, f"t10{i}", 10, obj, tree)
         for _ in range(args.rounds):
-            res["python"].append(timed([sys.executable, "-c", "pass"]))
-            one.teardown()
-            res["attach1"].append(one.run("reconcile", "-q"))
-            res["noop"].append(one.run("reconcile", "-q"))
-            one.teardown()
-            p = one.pair
-            res["ip-link"].append(timed(["ip", "-n", p.ns_a, "link", "set", "dev", p.dev_a,
-                                         "xdpdrv", "obj", str(obj), "sec", "xdp"]))
+            add("python", timed([sys.executable, "-c", "pass"]))
+            p = scen["one@0"].pair
+            scen["one@0"].teardown()
+            add("ip-link", timed(["ip", "-n", p.ns_a, "link", "set", "dev", p.dev_a,
+                                  "xdpdrv", "obj", str(obj), "sec", "xdp"]))
             subprocess.run(["ip", "-n", p.ns_a, "link", "set", "dev", p.dev_a, "xdpdrv",
                             "off"], check=True)
-            if "build128" in cases:
-                scen["c128"].teardown()
-                res["build128"].append(scen["c128"].run("reconcile", "-q"))
-            if "txn10" in cases:
-                t10 = scen["t10"]
-                t10.teardown()
-                t10.remove()
-                t10.run("reconcile", "-q")  # the state before: no plugin, nothing attached
-                t10.install()
-                res["txn10"].append(t10.run("reconcile", "-q", "--trigger=dpkg-triggered"))
+            for i in range(len(trees)):
+                one = scen[f"one@{i}"]
+                one.teardown()
+                add(f"attach1@{i}", one.run("reconcile", "-q"))
+                add(f"noop@{i}", one.run("reconcile", "-q"))
+                if "build128" in xh_cases:
+                    scen[f"c128@{i}"].teardown()
+                    add(f"build128@{i}", scen[f"c128@{i}"].run("reconcile", "-q"))
+                if "txn10" in xh_cases:
+                    t10 = scen[f"t10@{i}"]
+                    t10.teardown()
+                    t10.remove()
+                    t10.run("reconcile", "-q")  # the state before: no plugin, nothing attached
+                    t10.install()
+                    add(f"txn10@{i}", t10.run("reconcile", "-q",
+                                                     "--trigger=dpkg-triggered"))
     except subprocess.CalledProcessError as e:
         sys.exit(f"bench: {' '.join(map(str, e.cmd))} failed: {e.stderr.decode().strip()}")
     finally:
@@ -170,18 +194,31 @@ def main() -> None:
             s.close()
         shutil.rmtree(base, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in res.items()}
-    print(f"cold reconcile wall time, {args.rounds} rounds interleaved (ms); tree {tree}")
+    print(f"cold reconcile wall time, {args.rounds} rounds interleaved (ms)")
+    for i, tree in enumerate(trees):
+        print(f"  tree {i}: {tree}")
     print(f"load average before {load_before}, after {loadavg()}; {os.cpu_count()} CPUs; "
           f"{mitigation()}")
-    print(f"{'case':<10} {'median':>8} {'min':>8} {'max':>8} {'/python':>8} {'/ip-link':>9} "
-          f"{'target':>8}")
+    print(f"{'case':<12} {'median':>8} {'min':>8} {'max':>8} {'/python':>8} {'/ip-link':>9} "
+          f"{'/tree 0':>8} {'target':>8}")
     for k, v in res.items():
-        target = TARGETS.get(k)
-        verdict = "" if target is None else f"{target:6.0f} {'OK' if med[k] <= target else 'MISSED'}"
-        print(f"{k:<10} {med[k]:8.1f} {min(v):8.1f} {max(v):8.1f} "
-              f"{med[k] / med['python']:8.2f} {med[k] / med['ip-link']:9.2f}  {verdict}")
-    print(f"above the interpreter floor: noop {med['noop'] - med['python']:.1f} ms, "
-          f"attach1 {med['attach1'] - med['python']:.1f} ms")
+        case, _, i = k.partition("@")
+        target = TARGETS.get(case)
+        verdict = "" if target is None else \
+            f"{target:6.0f} {'OK' if med[k] <= target else 'MISSED'}"
+        vs0 = f"{med[k] / med[f'{case}@0']:8.2f}" if i and i != "0" else f"{'':8}"
+        print(f"{k:<12} {med[k]:8.1f} {min(v):8.1f} {max(v):8.1f} "
+              f"{med[k] / med['python']:8.2f} {med[k] / med['ip-link']:9.2f} {vs0}  {verdict}")
+    print("CPU time (user + sys of the process and its children, ms; less inflated by load)")
+    for k, v in cpu.items():
+        case, _, i = k.partition("@")
+        vs0 = f"  /tree 0 {statistics.median(v) / statistics.median(cpu[f'{case}@0']):.2f}" \
+            if i and i != "0" else ""
+        print(f"{k:<12} {statistics.median(v):8.1f} {min(v):8.1f} {max(v):8.1f}{vs0}")
+    for i in range(len(trees)):
+        print(f"tree {i} above the interpreter floor: noop "
+              f"{med[f'noop@{i}'] - med['python']:.1f} ms, attach1 "
+              f"{med[f'attach1@{i}'] - med['python']:.1f} ms")
 
 
 if __name__ == "__main__":
