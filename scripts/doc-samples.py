@@ -124,6 +124,10 @@ SENDER = ("ip netns exec red python3 -c 'import socket, sys, time\n"
           "    s.sendto(b\"xdphooks\", (\"198.18.0.1\", 9)); time.sleep({gap})\n"
           "' >/dev/null 2>&1 & echo $! > /tmp/sender.pid")
 WAIT_SENDER = "while kill -0 $(cat /tmp/sender.pid) 2>/dev/null; do sleep 0.1; done"
+#: until status shows a watch in place; at most 20 s (a tracer that failed: its output)
+WAIT_WATCH = ("n=0; until xdphooks status | grep -q watched; do n=$((n + 1)); "
+              "[ $n -lt 100 ] || { cat /tmp/live.out 2>/dev/null; echo 'no watch started'; "
+              "exit 1; }; sleep 0.2; done")
 
 
 def scenario() -> list[Step]:
@@ -223,13 +227,13 @@ def scenario() -> list[Step]:
         # the trace in the background, 10 datagrams once its watch is in place
         S("ag-live", "xdphooks trace --live blue/veth0 udp9 --count 3",
           run="xdphooks trace --live blue/veth0 udp9 --count 3 > /tmp/live.out 2>&1 & "
-              "until xdphooks status | grep -q watched; do sleep 0.2; done; "
+              + WAIT_WATCH + "; "
               + SENDER.format(n=10, gap=0.05) + "; " + WAIT_SENDER + "; wait; cat /tmp/live.out"),
         # a watch in the background (its lease shows in status), ended by SIGINT
         # (python itself in the background, so that $! is the tracer's pid)
         H(f"PYTHONPATH=$src {VENV_PY} -m xdphooks trace --live blue/veth0 counter --seconds 60 "
-          "--count 1000 >/dev/null 2>&1 & echo $! > /tmp/tracer.pid; "
-          "until xdphooks status | grep -q watched; do sleep 0.2; done"),
+          "--count 1000 > /tmp/live.out 2>&1 & echo $! > /tmp/tracer.pid; "
+          + WAIT_WATCH),
         S("ag-watched", "xdphooks status"),
         H("kill -TERM $(cat /tmp/tracer.pid); while kill -0 $(cat /tmp/tracer.pid) 2>/dev/null; "
           "do sleep 0.1; done"),
@@ -273,7 +277,7 @@ def run_inner() -> dict:
             starts.append(int(time.time()))
         t_step = time.monotonic()
         proc = subprocess.run(["bash", "-c", PRELUDE + (step.run or step.line)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd="/tmp", env=env, timeout=300, stdin=subprocess.DEVNULL)
+                              cwd="/tmp", env=env, timeout=120, stdin=subprocess.DEVNULL)
         if step.samples and "echo \"exit" not in step.line and proc.returncode not in (0,) \
                 and "grep" not in step.line:
             raise SystemExit(f"doc-samples: `{step.line}` exited {proc.returncode}:\n"
