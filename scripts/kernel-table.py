@@ -80,7 +80,8 @@ def run_label(r: dict) -> str:
     committed before runs recorded it say so."""
     if "commit" not in r:
         return "not recorded"
-    what = {"full": "full VM suite", "matrix": "matrix set"}.get(r.get("set"), "a selection")
+    what = {"full": "full VM suite + matrix set", "matrix": "matrix set",
+            "smoke": "smoke set"}.get(r.get("set"), "a selection")
     took = f", {r['seconds']} s" if r.get("seconds") is not None else ""
     load = r.get("loadavg", "").split()
     return (f"{r['commit']}, {r.get('date', '?')}: {what}{took}"

@@ -156,3 +156,16 @@ def test_session_end_stops_a_run_with_its_own_process_groups(tmp_path, monkeypat
     assert [r.kernel for r in stopped] == ["a"] and time.monotonic() - t0 < 20
     assert vm_suites._identity(grandchild) is None, "the run's own process group survived"
     assert sched.runs["a"].returncode is not None
+
+
+def test_smoke_set_is_part_of_the_matrix_set_and_every_test_in_it_exists():
+    from vm_results import MATRIX, SMOKE
+
+    for nodeid in SMOKE:  # the guest's plugin marks MATRIX tests; -m selects the marked ones
+        assert any(nodeid == m or nodeid.startswith((m + "::", m + "[")) for m in MATRIX), nodeid
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "--collect-only", "-q", *SMOKE], cwd=REPO, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    collected = [ln for ln in proc.stdout.splitlines() if "::" in ln]
+    assert len(collected) >= len(SMOKE), proc.stdout[-3000:]

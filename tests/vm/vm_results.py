@@ -34,6 +34,22 @@ MATRIX = ("tests/test_e2e_core.py::test_plugin_attached_counts_packets_then_deta
           "tests/test_freplace_e2e.py",
           "tests/test_live_views.py::test_trace_live_shows_each_packets_verdict_of_one_component",
           "tests/vm/test_kernel_caps.py")
+#: The smoke set, run on every VM kernel but the full-suite one (tests/vm_suites.py), so
+#: the four kernels fit in CI's time beside the host tests: of the matrix set, static end
+#: to end, a slice of the corpus (one program per source project, plus the programs whose
+#: outcome depends on a kernel feature: frags, adjust_meta, devmap, bpf-to-bpf calls, the
+#: pre-5.3 AF_XDP program), freplace end to end, one live view (static: it needs
+#: bpf_xdp_load_bytes, 5.18) and tests/vm/test_kernel_caps.py. The full-suite kernel
+#: runs all of MATRIX.
+SMOKE_CORPUS = ("xdp_tx", "adjust_tail_grow", "noinline_v4", "update_frags",
+                "context_test_run", "devmap_redir", "tut_router", "katran",
+                "xdpfilt_dny_udp", "xdpdump", "libxdp_dispatcher", "xsk_def_prog_5.3")
+SMOKE = ("tests/test_e2e_core.py::test_plugin_attached_counts_packets_then_detached",
+         *(f"tests/test_corpus.py::test_static_matches_standalone[{c}]" for c in SMOKE_CORPUS),
+         "tests/test_freplace_e2e.py",
+         "tests/test_live_views.py::test_trace_live_shows_each_packets_verdict_of_one_component"
+         "[static]",
+         "tests/vm/test_kernel_caps.py")
 
 
 def _dir() -> Path | None:
