@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Regenerate the sample outputs in docs/*.md and README.md from real runs.
 
-    scripts/doc-samples.py [--docs-root DIR] [--list]       (as root, in a checkout)
+    scripts/doc-samples.py [--docs-root DIR] [--list] [--print]   (as root, in a checkout)
 
 Every fenced block preceded by a marker line ``<!-- sample: NAME -->`` is rewritten
 with what the commands of sample NAME print when this script runs them: a real chain
 on a real veth, built by this checkout's xdphooks (``.venv``), in the walkthrough's
 private root. ``--docs-root DIR`` rewrites the copies under DIR instead of the
-checkout's (tests/test_doc_samples.py uses it); ``--list`` prints the sample names.
+checkout's (tests/test_doc_samples.py uses it); ``--list`` prints the sample names,
+``--print`` the blocks without rewriting anything. ``DOC_SAMPLES_TIMES=1`` prints each
+step's time. About 45 s.
 
 Where it runs: a private mount namespace (``unshare -m``) with a tmpfs on /tmp and on
 /run/netns, so the walkthrough's own names are real and touch nothing else on the
@@ -16,21 +18,27 @@ and :02), ``/tmp/xh`` as the private root, a bpffs at ``/tmp/xh-bpffs``,
 ``/tmp/portdrop`` made by packaging/new_plugin.py with the plugin guide's own C
 source and hook module. IPv6 is off on both veths and each side has a permanent
 neighbour entry for the other, so the counters show only the packets the samples send
-(no neighbour discovery or ARP). Everything vanishes with the namespace. Each line
+(no neighbour discovery or ARP); the live views' traffic is a fixed number of frames
+built by the script (IP id 0, source port 57596), so their counts and captures are the
+same in every run. Everything vanishes with the namespace. Each line
 of a block is shell text run by bash, where ``xdphooks`` is this checkout's
 (``XDPHOOKS_ROOT=/tmp/xh XDPHOOKS_BPFFS=/tmp/xh-bpffs``) and ``xh`` is
 ``xdphooks --root /tmp/xh --bpffs /tmp/xh-bpffs``; every line runs as root (``#``).
 
-Normalisation (the volatile parts; one place, ``normalise``):
+Normalisation (the volatile parts; one place, ``Normaliser``):
 
 - kernel program ids (any number of 3 or more digits that is the id of a BPF program
-  alive after a shown step, or follows ``id `` or ``prog_id="``) become 3401, 3402, ... in order of
-  first appearance; in a table column (two or more spaces before the id) the column
-  keeps its width;
+  alive after a shown step, or follows ``id `` or ``prog_id="``) become 3401, 3402, ...
+  in order of first appearance; in a table column (two or more spaces before the id)
+  the column keeps its width;
 - wall-clock times ``YYYY-MM-DD HH:MM:SS`` (and ``"time": EPOCH`` in JSON) become
-  2026-12-08 10:00:00 plus 5 s per state-changing step (a ``reconcile`` or
-  ``teardown`` line): the time of the step the event happened in. The script starts
-  each such step on a fresh second so that this is exact;
+  2026-12-08 10:00:00 plus 5 s per state-changing step (a ``reconcile``,
+  ``teardown``, ``--live`` or ``--profile`` line): the time of the step the event
+  happened in. The script starts each such step on a fresh second so that this is
+  exact. Times of day (a watch lease's ``since … until …``, keeping its span) become
+  that step's; with microseconds (live trace lines, tcpdump) the step's plus 0.1 s per
+  packet line, a trace line and its pcap record (within 2 µs) alike;
+- process ids (``pid N``) become 4242;
 - times since boot (``1234.567890``) become 4911.718917 plus 0.25 s per distinct
   value, in order of first appearance;
 - ephemeral UDP source ports of the packets sent from ``red`` (``198.18.0.2:N``,
@@ -39,6 +47,9 @@ Normalisation (the volatile parts; one place, ``normalise``):
   the module), and TZ is UTC.
 
 The kernel release and libbpf version stay as this host has them (``doctor``).
+
+The comparison (``comparable``, tests/test_doc_samples.py) also masks what no run
+repeats: a live view's duration (``N packet(s) in X s``) and every figure of a profile.
 """
 
 from __future__ import annotations
@@ -116,14 +127,31 @@ LIVE_PLUGIN = """from xdphooks import XdpProgram, hookimpl
 def xdphooks_programs():
     return [XdpProgram(name={name!r}, object={obj!r}, priority={prio})]
 """
-#: n UDP/9 datagrams from red, gap seconds apart, from a fixed port, in the background
-SENDER = ("ip netns exec red python3 -c 'import socket, sys, time\n"
-          "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-          "s.bind((\"198.18.0.2\", 57596))\n"
-          "for _ in range({n}):\n"
-          "    s.sendto(b\"xdphooks\", (\"198.18.0.1\", 9)); time.sleep({gap})\n"
-          "' >/dev/null 2>&1 & echo $! > /tmp/sender.pid")
+#: n UDP/9 datagrams from red, gap seconds apart, in the background: one frame built here,
+#: IP id 0 and a fixed source port, so that captures of it are the same in every run
+#: (the kernel gives a socket's datagrams IP ids of its own choosing)
+SENDER = ("ip netns exec red python3 -c '" + """import socket, struct, sys, time
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src, dst, payload = bytes([198, 18, 0, 2]), bytes([198, 18, 0, 1]), b"xdphooks"
+udp = struct.pack("!HHHH", 57596, 9, 8 + len(payload), 0) + payload
+pseudo = src + dst + struct.pack("!BBH", 0, 17, len(udp))
+udp = udp[:6] + struct.pack("!H", csum(pseudo + udp)) + udp[8:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, src, dst)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+frame = bytes.fromhex("020000000001" "020000000002" "0800") + ip + udp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("veth1", 0))
+for _ in range(int(sys.argv[1])):
+    s.send(frame)
+    time.sleep(float(sys.argv[2]))
+""" + "' {n} {gap} >/dev/null 2>&1 & echo $! > /tmp/sender.pid")
 WAIT_SENDER = "while kill -0 $(cat /tmp/sender.pid) 2>/dev/null; do sleep 0.1; done"
+ADJUST = ("xdphooks trace --live blue/veth0 adjust --count 2 --capture entry,exit "
+          "--pcap adjust.pcapng")
 #: until status shows a watch in place; at most 20 s (a tracer that failed: its output)
 WAIT_WATCH = ("n=0; until xdphooks status | grep -q watched; do n=$((n + 1)); "
               "[ $n -lt 100 ] || { cat /tmp/live.out 2>/dev/null; echo 'no watch started'; "
@@ -229,7 +257,12 @@ def scenario() -> list[Step]:
           run="xdphooks trace --live blue/veth0 udp9 --count 3 > /tmp/live.out 2>&1 & "
               + WAIT_WATCH + "; "
               + SENDER.format(n=10, gap=0.05) + "; " + WAIT_SENDER + "; wait; cat /tmp/live.out"),
-        # a watch in the background (its lease shows in status), ended by SIGINT
+        # both sides of a component that rewrites the packet, and their capture
+        S("ag-adjust", ADJUST,
+          run=f"{ADJUST} > /tmp/live.out 2>&1 & " + WAIT_WATCH + "; "
+              + SENDER.format(n=4, gap=0.1) + "; " + WAIT_SENDER + "; wait; cat /tmp/live.out"),
+        S("ag-adjust", "tcpdump -r adjust.pcapng -nn -e -x"),
+        # a watch in the background (its lease shows in status), ended by SIGTERM
         # (python itself in the background, so that $! is the tracer's pid)
         H(f"PYTHONPATH=$src {VENV_PY} -m xdphooks trace --live blue/veth0 counter --seconds 60 "
           "--count 1000 > /tmp/live.out 2>&1 & echo $! > /tmp/tracer.pid; "
@@ -305,6 +338,7 @@ class Normaliser:
         self.boot_map: dict[str, str] = {}
         self.port_map: dict[str, str] = {}
         self.frac_seen: dict[int, int] = {}
+        self.clock_map: dict[tuple[str, int], str] = {}
 
     def _step_time(self, epoch: float) -> int:
         k = max(bisect.bisect_right(self.starts, int(epoch)) - 1, 0)
@@ -327,9 +361,14 @@ class Normaliser:
         t = self._step_time(day + h * 3600 + m * 60 + sec)
         if not frac:
             return time.strftime("%H:%M:%S", time.gmtime(t))
+        for seen, new in self.clock_map.items():  # a packet's trace line and its pcap
+            if seen[0] == hms and abs(seen[1] - int(frac)) <= 2:  # record (µs rounding)
+                return new
         k = self.frac_seen.get(t, 0)
         self.frac_seen[t] = k + 1
-        return time.strftime("%H:%M:%S", time.gmtime(t + k // 10)) + ".%06d" % (k % 10 * 100000)
+        new = time.strftime("%H:%M:%S", time.gmtime(t + k // 10)) + ".%06d" % (k % 10 * 100000)
+        self.clock_map[(hms, int(frac))] = new
+        return new
 
     def _lease(self, m: re.Match) -> str:
         since, until = m.group(1), m.group(2)
