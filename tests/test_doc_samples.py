@@ -97,3 +97,22 @@ def test_committed_samples_equal_a_fresh_run(tmp_path):
     # the generator does what the docs say it does: real outputs, not empty blocks
     assert all(body.strip() for blocks in fresh.values() for body in blocks.values())
     print(f"doc-samples: {sum(map(len, fresh.values()))} blocks in {took:.1f} s")
+
+
+def test_a_misspelt_marker_is_refused_in_one_line(tmp_path):
+    (tmp_path / "docs").mkdir()
+    doc = tmp_path / "docs" / "admin-guide.md"
+    doc.write_text("x\n<!-- sample: ag-stauts -->\n```console\nold\n```\n")
+    blocks = {name: f"# {name}" for name in ds.sample_names()}
+    try:
+        ds.rewrite(tmp_path, blocks)
+    except SystemExit as e:
+        msg = str(e)
+    else:
+        raise AssertionError("a marker naming no sample was accepted")
+    assert "no sample named 'ag-stauts'" in msg and " — fix: use one of " in msg, msg
+    assert "\n" not in msg and "old" in doc.read_text()  # one line; the file untouched
+    # a known name is rewritten in place, at the marker's indentation
+    doc.write_text("  <!-- sample: ag-plan -->\n  ```console\n  old\n  ```\n")
+    assert ds.rewrite(tmp_path, blocks) == ["ag-plan"]
+    assert doc.read_text() == "  <!-- sample: ag-plan -->\n  ```console\n  # ag-plan\n  ```\n"
