@@ -28,7 +28,7 @@ of a block is shell text run by bash, where ``xdphooks`` is this checkout's
 Normalisation (the volatile parts; one place, ``Normaliser``):
 
 - kernel program ids (any number of 3 or more digits that is the id of a BPF program
-  loaded during the run and alive after a shown step, or follows ``id `` or
+  loaded during the run and alive after a ``status`` step, or follows ``id `` or
   ``prog_id="``) become 3401, 3402, ...
   in order of first appearance; in a table column (two or more spaces before the id)
   the column keeps its width;
@@ -65,7 +65,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +93,8 @@ class Step:
     show: bool = True         # False: only its output is the block (the command is in prose)
     run: str | None = None    # shell text run instead of ``line``: ``line`` itself, with
                               # what must happen around it (traffic) arranged there
+    timed: bool = True        # False: a changing step whose times no later block shows
+                              # (it starts without waiting for a fresh second)
 
 
 def S(samples: str, line: str, run: str | None = None) -> Step:
@@ -106,6 +108,10 @@ def O(samples: str, line: str) -> Step:
 def H(line: str) -> Step:
     """A hidden step: run, in no block."""
     return Step((), line, False)
+
+
+def untimed(step: Step) -> Step:
+    return replace(step, timed=False)
 
 
 def _guide_block(heading: str, lang: str) -> str:
@@ -225,7 +231,7 @@ def scenario() -> list[Step]:
         S("ag-check", "xdphooks reconcile --check"),
         S("ag-check", "ip -n blue link set veth0 xdp off"),
         S("ag-check", 'xdphooks reconcile --check; echo "exit $?"'),
-        H("xdphooks reconcile"),
+        untimed(H("xdphooks reconcile")),
         S("ag-plan", "xdphooks --disable example plan"),
         H(f"mkdir -p {ROOT}/etc/xdphooks/plugins"),
         S("ag-mask", f"ln -s /dev/null {ROOT}/etc/xdphooks/plugins/example.py"),
@@ -237,10 +243,10 @@ def scenario() -> list[Step]:
         # at the top: after the [programs.portdrop] table it would belong to the table
         S("ag-xdp-mode", f"sed -i '1i xdp_mode = \"skb\"' {cfg}"),
         S("ag-xdp-mode", "xdphooks plan"),
-        S("ag-xdp-switch", "xdphooks teardown blue/veth0"),
-        S("ag-xdp-switch", "xdphooks reconcile"),
+        untimed(S("ag-xdp-switch", "xdphooks teardown blue/veth0")),
+        untimed(S("ag-xdp-switch", "xdphooks reconcile")),
         S("ag-xdp-switch", "xdphooks status | grep gen"),
-        S("ag-teardown", "xdphooks teardown --all"),
+        untimed(S("ag-teardown", "xdphooks teardown --all")),
         # live views: counter -> udp9 (TX for UDP/9, policy tx=log) -> adjust (strips 4
         # bytes), the test suite's objects, while red sends UDP/9 at 10 datagrams a second
         H(f"rm {ROOT}/usr/lib/xdphooks/plugins/*.py && printf '%s\\n' "
@@ -272,7 +278,7 @@ def scenario() -> list[Step]:
         H("kill -TERM $(cat /tmp/tracer.pid); while kill -0 $(cat /tmp/tracer.pid) 2>/dev/null; "
           "do sleep 0.1; done"),
         H(SENDER.format(n=40, gap=0.1)),
-        S("ag-profile", "xdphooks status --profile 1"),
+        untimed(S("ag-profile", "xdphooks status --profile 1")),
         H(WAIT_SENDER),
         S("ag-metrics", "xdphooks metrics | grep -E 'chain_generation|program_info|"
           "program_packets|program_verdicts_total.*udp9|last_reconcile_(success|info)[ {]'"),
@@ -309,7 +315,7 @@ def run_inner() -> dict:
     # output that happens to equal its id (a hex group of a capture, 0009) stays as it is
     floor = max(_object_ids(), default=0)
     for step in scenario():
-        if CHANGING.search(step.line):
+        if step.timed and CHANGING.search(step.line):
             time.sleep(1.02 - time.time() % 1)  # a fresh second: its times are this step's
             starts.append(int(time.time()))
         t_step = time.monotonic()
@@ -322,7 +328,7 @@ def run_inner() -> dict:
         if not step.samples and proc.returncode != 0:
             raise SystemExit(f"doc-samples: setup `{step.line}` exited {proc.returncode}:\n"
                              f"{proc.stdout}")
-        if step.samples:
+        if step.samples and "status" in step.line:  # elsewhere ids are known by context
             ids |= {i for i in _object_ids() if i > floor}
         outputs.append(proc.stdout)
         if os.environ.get("DOC_SAMPLES_TIMES"):  # where the time goes
