@@ -70,12 +70,11 @@ def profile(paths: Paths, seconds: float, interface: str | None = None) -> dict:
     with ExitStack() as stack:
         stats_fd = libbpf.enable_stats()
         stack.callback(os.close, stats_fd)
-        of = {id(r): backends.of(r) for r in recs}
-        instrumented = [r for r in recs if of[id(r)].instrumented_watch]
+        pairs = [(r, backends.of(r)) for r in recs]
+        instrumented = [r for r, b in pairs if b.instrumented_watch]
         if instrumented:
             out["interfaces"] += _profile_instrumented(paths, instrumented, seconds)
-        for rec in recs:
-            backend = of[id(rec)]
+        for rec, backend in pairs:
             if backend.instrumented_watch:
                 continue
             entry = {"name": fexit.iface_name(rec), "mode": rec.mode, "prog_id": rec.prog_id,
