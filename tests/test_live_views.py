@@ -200,7 +200,11 @@ def test_status_profile_times_each_program_on_live_traffic(chain):
         # static: of the instrumented build, timed in the same window
         pkts = iface["instrumented_packets"] if mode == "static" else iface["packets"]
         assert abs(p["calls"] - pkts) <= max(5, pkts // 10), (p, iface)
-        assert 0 < p["ns_per_call"] < 1_000_000, p
+        # the figure is net of the timing's own overhead, which under an emulated CPU
+        # can exceed a small program's cost: 0 then, while the raw timing is not
+        assert 0 <= p["ns_per_call"] < 1_000_000, p
+        raw = p.get("ns_per_call_raw")
+        assert (raw if raw is not None else p["ns_per_call"]) > 0, p
     if mode == "freplace":  # recorded for the notes: does the kernel time EXT programs?
         print(f"EXT kernel run-time stats: {[(p['name'], p['kernel_calls']) for p in progs.values()]}")
     assert "counter" in text and "NS/PKT" in text
