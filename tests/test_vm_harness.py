@@ -119,8 +119,10 @@ def _fake_runner(tmp_path: Path, monkeypatch, body: str) -> Path:
 
 def test_background_runs_one_at_a_time_beside_host_tests_then_two(tmp_path, monkeypatch):
     events = tmp_path / "events"
+    # each "boot" reopens stdout truncating, as qemu opens /proc/self/fd/1 for its chardev
     _fake_runner(tmp_path, monkeypatch,
-                 f'echo "start $1 $(date +%s.%N)" >> {events}\n'
+                 f'echo "start $1 $(date +%s.%N)" >> {events}\necho "first boot of $1"\n'
+                 f'echo "second boot" > /proc/self/fd/1\n'
                  f'sleep 3\necho "end $1 $(date +%s.%N)" >> {events}\necho "1 passed"\n')
     sched = vm_suites.Scheduler(["a", "b", "c"], jobs=2)
     sched.begin()
@@ -135,7 +137,8 @@ def test_background_runs_one_at_a_time_beside_host_tests_then_two(tmp_path, monk
     assert t["start", "b"] >= t["end", "a"]  # one at a time before anyone waited
     assert t["start", "c"] < t["end", "b"]   # two at once since
     for run in (run_b, run_c):
-        assert run.returncode == 0 and "1 passed" in run.output() and not run.timed_out
+        assert run.returncode == 0 and not run.timed_out
+        assert run.output() == [f"first boot of {run.kernel}", "second boot", "1 passed"]
 
 
 def test_session_end_stops_a_run_with_its_own_process_groups(tmp_path, monkeypatch):
@@ -146,7 +149,7 @@ def test_session_end_stops_a_run_with_its_own_process_groups(tmp_path, monkeypat
     sched = vm_suites.Scheduler(["a"], jobs=2)
     sched.begin()
     deadline = time.monotonic() + 30
-    while not (pidfile.exists() and pidfile.read_text().strip()):
+    while not (pidfile.exists() and pidfile.read_text().strip() and sched.runs["a"].proc):
         assert time.monotonic() < deadline, "the fake run did not start"
         time.sleep(0.1)
     grandchild = int(pidfile.read_text())

@@ -66,6 +66,7 @@ class Run:
     kernel: str
     log: Path
     proc: subprocess.Popen | None = None
+    copier: threading.Thread | None = None
     started: float = 0.0
     ended: float = 0.0
     returncode: int | None = None
@@ -78,12 +79,22 @@ class Run:
         env = dict(os.environ, XDPHOOKS_VM_RESULTS_OUT=str(RESULTS_DIR / f"{self.kernel}.json"),
                    XDPHOOKS_VM_SET="full" if self.kernel == FULL_KERNEL else "smoke")
         self.started = time.monotonic()
-        with open(self.log, "w") as out:
-            # a session of its own, so a stop reaches it and not pytest
-            self.proc = subprocess.Popen(
-                ["bash", str(RUNNER), self.kernel, "--", *vm_args(self.kernel)],
-                cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True)
+        # Through a pipe, not the log file itself: qemu opens its output chardevs
+        # (/proc/self/fd/1 and 2) truncating, so a file would keep only the last boot.
+        self.proc = subprocess.Popen(
+            ["bash", str(RUNNER), self.kernel, "--", *vm_args(self.kernel)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True)  # a stop reaches it
+        self.copier = threading.Thread(target=self._copy, name=f"vm-log-{self.kernel}",
+                                       daemon=True)
+        self.copier.start()
+
+    def _copy(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(self.log, "wb") as out:
+            for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+                out.write(chunk)
+                out.flush()
 
     def poll(self) -> bool:
         """True once finished (or stopped for its time limit)."""
@@ -96,6 +107,8 @@ class Run:
             rc = self.proc.wait()
         if rc is None:
             return False
+        if self.copier is not None:
+            self.copier.join(timeout=30)  # the output's last lines (pytest's summary)
         self.returncode, self.ended = rc, time.monotonic()
         self.done.set()
         return True
