@@ -85,7 +85,7 @@ def run_label(r: dict) -> str:
     took = f", {r['seconds']} s" if r.get("seconds") is not None else ""
     load = r.get("loadavg", "").split()
     return (f"{r['commit']}, {r.get('date', '?')}: {what}{took}"
-            + (f", host load {load[0]}/{load[1]}/{load[2]}" if len(load) == 3 else ""))
+            + (f", ended at host load {'/'.join(load)}" if len(load) == 3 else ""))
 
 
 def table(runs: list[dict]) -> str:
