@@ -591,85 +591,94 @@ def _slots(prog: list) -> int:
 def splice(linked_path: str, out_path: str, root: str, slots: list[Slot], counters: bool,
            events: bool, next_segment: int | None = None,
            instrument: Instrument | None = None) -> list[Linked]:
-    """Replace function ``root`` of ``linked_path`` by the generated chain; write ``out_path``."""
+    """Replace function ``root`` of ``linked_path`` by the generated chain; write ``out_path``.
+
+    The root's section is held as symbolic code (:mod:`.insn`): its symbols are labels,
+    its relocations and BTF.ext records ride on their instructions. The generated code
+    takes the root's place and :func:`insn.write` lays the section out once: symbol
+    values, relocations and records follow the code they belong to."""
     try:
         obj = _Obj.read(linked_path)
     except _Unspliceable as e:
         raise ValueError(str(e)) from None
     elf = obj.elf
-    rsym_i = obj.sym_index[root]
-    rsym = elf.symbols[rsym_i]
+    rsym = elf.symbols[obj.sym_index[root]]
     sec = elf.sections[rsym.shndx]
     r_start, r_end = rsym.value, rsym.value + rsym.size
     costs: list = []
     prog, linked = generate(obj, slots, counters, events, next_segment, costs, instrument)
     last_costs[Path(out_path).name] = costs
-    code, placed = I.assemble(prog)
-    delta = len(code) - (r_end - r_start)
-
-    def moved(off: int) -> int:
-        return off + delta if off >= r_end else off
-
-    sec.data = sec.data[:r_start] + code + sec.data[r_end:]
-    for s in elf.symbols:
-        if s.shndx == sec.index and s is not rsym and s.type != E.STT_SECTION:
-            s.value = moved(s.value)
-    rsym.size = len(code)
-    # relocations of the root's section: the generated ones replace the stub's
-    new_rels = [E.Rel(r_start + off, ins.reloc[0], ins.reloc[1])
-                for off, ins in placed if ins.reloc is not None]
     rel_sec = next((s for s in elf.sections if s.type == E.SHT_REL and s.info == sec.index), None)
     if rel_sec is None:
         rel_sec = E.Section(f".rel{sec.name}", E.SHT_REL, 0x40, b"", 0, sec.index, 8, 16)
         elf.sections.append(rel_sec)
-    kept = [E.Rel(moved(r.offset), r.sym, r.type) for r in E.parse_rels(rel_sec.data)
-            if not r_start <= r.offset < r_end]
-    rel_sec.data = E.pack_rels(sorted(kept + new_rels, key=lambda r: r.offset))
-    # BTF.ext: the stub keeps its func_info and first line_info at the root's start; the
-    # inlined code brings its own line_info and CO-RE records
-    for kind, secs in enumerate(obj.ext.infos):
+    rels = E.parse_rels(rel_sec.data)
+    records: list[list[bytearray]] = []  # per BTF.ext kind, the section's records
+    for secs in obj.ext.infos:
         recs = next((r for name, r in secs if name == sec.name), None)
         if recs is None:
             recs = []
             secs.append((sec.name, recs))
-        out, kept_start = [], False
-        for r in recs:
-            off = _off(r)
-            if not r_start <= off < r_end:
-                out.append(_at(r, moved(off)))
-            elif off == r_start and kind in (FUNC_INFO, LINE_INFO) and not kept_start:
-                out.append(r)
-                kept_start = True
-        out += [_at(rec, r_start + off) for off, ins in placed for k, rec in ins.ext
-                if k == kind]
-        recs[:] = sorted(out, key=_off)
+        records.append(recs)
+    # the code before and after the root, symbolic; the stub's own code goes, and with it
+    # its relocations and records, but for the func_info and first line_info at its start
+    labels: list[tuple[E.Symbol, I.Label]] = []
+    parts: list[I.Code] = []
+    for lo, hi in ((0, r_start), (r_end, len(sec.data))):
+        marks: dict[int, list[I.Label]] = {}
+        for sym in elf.symbols:  # (a label inside the stub keeps its value: no code left)
+            if sym.shndx == sec.index and sym is not rsym and sym.type != E.STT_SECTION \
+                    and (lo <= sym.value < hi or sym.value == hi == len(sec.data)):
+                labels.append((sym, I.Label(sym.name)))
+                marks.setdefault(sym.value - lo, []).append(labels[-1][1])
+        code, at = I.symbolic(sec.data[lo:hi], marks)
+        for r in rels:
+            if lo <= r.offset < hi:
+                ins = at.get(r.offset - lo)
+                if ins is None or ins.reloc is not None:
+                    raise ValueError(f"{sec.name}: a relocation at byte {r.offset} is not "
+                                     "one of an instruction")
+                ins.reloc = (r.sym, r.type)
+        for kind, recs in enumerate(records):
+            for rec in recs:
+                if lo <= I.record_offset(rec) < hi:
+                    ins = at.get(I.record_offset(rec) - lo)
+                    if ins is None:
+                        raise ValueError(f"{sec.name}: a BTF.ext record points inside an "
+                                         "instruction")
+                    ins.ext.append((kind, bytes(rec)))
+        parts.append(code)
+    stub = [(kind, bytes(next(r for r in recs if I.record_offset(r) == r_start)))
+            for kind, recs in enumerate(records) if kind in (FUNC_INFO, LINE_INFO)
+            and r_end > r_start and any(I.record_offset(r) == r_start for r in recs)]
+    head = next(x for x in prog if isinstance(x, I.Insn))
+    head.ext[:0] = stub
+    start, end = I.Label(root), I.Label(f"{root} end")
+    w = I.write(parts[0] + [I.Place(start)] + prog + [I.Place(end)] + parts[1])
+    sec.data = w.code
+    for sym, label in labels:
+        sym.value = w.at[label]
+    rsym.size = w.at[end] - w.at[start]
+    rel_sec.data = E.pack_rels(w.rels)
+    for kind, recs in enumerate(records):
+        recs[:] = w.ext[kind]
     ext_blob = obj.ext.encode(obj.btf)
     for s in elf.sections:
         if s.name == ".BTF.ext":
             s.data = ext_blob
         elif s.name == ".BTF":
             s.data = obj.btf.encode()
-    secs = [s for s in elf.sections if s.type not in (E.SHT_SYMTAB, E.SHT_STRTAB)]
-    pos = {id(s): i for i, s in enumerate(secs)}
+    kept = [s for s in elf.sections if s.type not in (E.SHT_SYMTAB, E.SHT_STRTAB)]
+    pos = {id(s): i for i, s in enumerate(kept)}
     remap = {i: pos[id(s)] for i, s in enumerate(elf.sections) if id(s) in pos}
-    for s in secs:
+    for s in kept:
         if s.type == E.SHT_REL:
             s.info = remap[s.info]
-    for s in elf.symbols:
-        if 0 < s.shndx < E.SHN_LORESERVE:
-            s.shndx = remap[s.shndx]
-    E.write_elf(out_path, secs, elf.symbols, elf.flags)
+    for sym in elf.symbols:
+        if 0 < sym.shndx < E.SHN_LORESERVE:
+            sym.shndx = remap[sym.shndx]
+    E.write_elf(out_path, kept, elf.symbols, elf.flags)
     return linked
-
-
-def _off(rec: bytes) -> int:
-    return struct.unpack_from("<I", rec, 0)[0]
-
-
-def _at(rec: bytes, off: int) -> bytearray:
-    r = bytearray(rec)
-    struct.pack_into("<I", r, 0, off)
-    return r
 
 
 __all__ = ["Slot", "Linked", "SlotCost", "Instrument", "CAPTURE_HDR", "PROF_ROW", "splice", "generate", "assess", "last_costs"]
