@@ -198,7 +198,8 @@ class _Job:
     #: labels of the symbols defined in code: section index -> byte offset -> labels
     marks: dict[int, dict[int, list[I.Label]]] = field(default_factory=dict)
     labelled: list[tuple[E.Symbol, I.Label]] = field(default_factory=list)
-    # _code: the output .text, symbolic: .text's code, then the entry's
+    # _code: .text's and the entry's code, symbolic, by input section index, with the
+    # instruction at each byte offset (for relocations and records to ride on)
     code: dict[int, tuple[I.Code, dict[int, I.Insn]]] = field(default_factory=dict)
     # _btf: per BTF.ext kind, (section name, records); ".text"'s records come from the code
     ext_out: list[list[tuple[str, list[bytearray]]]] = field(default_factory=list)
