@@ -78,6 +78,9 @@ DOCS = ("docs/plugin-guide.md", "docs/admin-guide.md", "docs/architecture.md",
 MARKED = re.compile(r"(?m)^(?P<ind>[ ]*)<!-- sample: (?P<name>[\w-]+) -->\n"
                     r"(?P=ind)```(?P<lang>[\w-]*)\n(?P<body>(?:.*?\n)?)(?P=ind)```[ ]*$", re.S)
 ROOT, BPFFS, PLUGIN = "/tmp/xh", "/tmp/xh-bpffs", "/tmp/portdrop"
+#: the names the walkthrough makes under its private /tmp (a checkout there must not be one)
+WALKTHROUGH_NAMES = {"xh", "xh-bpffs", "portdrop", "example", "live.out", "rpmbuild",
+                     "sender.pid", "tracer.pid"}
 PRELUDE = (f"src={shlex.quote(str(REPO))}\n"
            # this tree's xdphooks, whatever the venv has installed
            f"xdphooks() {{ PYTHONPATH=\"$src\" {shlex.quote(str(VENV_PY))} -m xdphooks \"$@\"; }}\n"
@@ -306,11 +309,39 @@ def _object_ids() -> set[int]:
     return ids
 
 
-def run_inner() -> dict:
-    """Run the scenario; the raw outputs, the ids seen and the steps' start seconds."""
+def _under_tmp() -> list[str]:
+    """Top-level /tmp entries holding what the run reads: the checkout and the Python
+    environment (a CI clone or a pytest tmp dir often lives under /tmp)."""
+    tops = set()
+    for path in (REPO, Path(sys.prefix), Path(sys.executable).parent):
+        parts = Path(os.path.realpath(path)).parts
+        if len(parts) > 2 and parts[1] == "tmp":
+            tops.add(parts[2])
+    return sorted(tops)
+
+
+def _private_tmp() -> None:
+    """A tmpfs on /tmp (and /run/netns) for the walkthrough's own names; whatever the run
+    reads from the old /tmp is bound back at its own path, through a directory fd kept
+    open across the mount (the old /tmp is hidden once the tmpfs is on it)."""
+    keep = {top: os.open(f"/tmp/{top}", os.O_RDONLY | os.O_DIRECTORY) for top in _under_tmp()}
     for mnt in ("/tmp", "/run/netns"):
         os.makedirs(mnt, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", mnt], check=True)
+    for top, fd in keep.items():
+        if top in WALKTHROUGH_NAMES:
+            raise SystemExit(f"doc-samples: /tmp/{top} is one of the walkthrough's own "
+                             "names — fix: run it from a checkout elsewhere")
+        os.mkdir(f"/tmp/{top}")
+        subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/self/fd/{fd}",
+                        f"/tmp/{top}"],
+                       check=True, pass_fds=(fd,))
+        os.close(fd)
+
+
+def run_inner() -> dict:
+    """Run the scenario; the raw outputs, the ids seen and the steps' start seconds."""
+    _private_tmp()
     os.makedirs(BPFFS)
     subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True)
     env = {**os.environ, "XDPHOOKS_ROOT": ROOT, "XDPHOOKS_BPFFS": BPFFS, "TZ": "UTC",
