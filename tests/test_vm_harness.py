@@ -141,6 +141,16 @@ def test_background_runs_one_at_a_time_beside_host_tests_then_two(tmp_path, monk
         assert run.output() == [f"first boot of {run.kernel}", "second boot", "1 passed"]
 
 
+def test_default_order_runs_a_kernel_when_its_test_asks(tmp_path, monkeypatch):
+    """XDPHOOKS_VM_BACKGROUND unset (CI): no scheduler; run_kernel boots the run itself
+    and returns it finished, with its output and exit status."""
+    _fake_runner(tmp_path, monkeypatch, 'echo "boot of $1"\nsleep 1\necho "1 passed"\nexit 3\n')
+    monkeypatch.setattr(vm_suites, "_scheduler", None)
+    run = vm_suites.run_kernel("k")
+    assert run.returncode == 3 and not run.timed_out
+    assert run.output() == ["boot of k", "1 passed"]
+
+
 def test_session_end_stops_a_run_with_its_own_process_groups(tmp_path, monkeypatch):
     pidfile = tmp_path / "grandchild"
     # like run-in-vm.sh's `timeout`, which puts vng and qemu in a process group of their own

@@ -1,10 +1,14 @@
-"""The VM suites of tests/test_vm_harness.py, started in the background when the session
-starts, so the emulated kernels run while the host tests do (a pytest plugin, registered
-by tests/conftest.py).
+"""The VM suites of tests/test_vm_harness.py, optionally started in the background when the
+session starts, so the emulated kernels run while the host tests do (a pytest plugin,
+registered by tests/conftest.py).
 
-Under TCG one VM suite keeps about one core busy and the host tests about one: run one
-after the other on a 2-core machine they took 55 minutes, overlapped they fit in CI's
-45 (README, the test command). How:
+OFF by default (``XDPHOOKS_VM_BACKGROUND=1`` turns it on): measured from a fresh clone on
+this 2-core machine (2026-12-08), a VM beside the host tests stretched the host part to
+30 minutes and the 6.12 suite past its 2400 s boot limit (re-run in a second boot), and
+two emulated VMs at once took as long as one after the other, so the whole command took
+longer than the old order (VM suites after the host tests, one at a time). Under TCG an
+emulated VM keeps both cores busy; overlapping pays only on a machine with more cores.
+How, when on:How:
 
 * at the end of collection, when ``test_vm_suite[<kernel>]`` items are selected (and this
   is not the guest), those items are moved to the end of the session and their kernels'
@@ -20,7 +24,8 @@ after the other on a 2-core machine they took 55 minutes, overlapped they fit in
   with its whole process tree (run-in-vm.sh's ``timeout`` puts vng and qemu in a process
   group of their own), and that is said.
 
-``XDPHOOKS_VM_BACKGROUND=0`` starts each run only when its test runs (the old order).
+Off (the default), each run starts when its test runs, one after the other, after the host
+tests (the VM suite items are still moved to the end).
 """
 
 from __future__ import annotations
@@ -268,7 +273,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 def pytest_collection_finish(session) -> None:
     global _scheduler
     if (os.environ.get("XDPHOOKS_IN_VM") == "1" or os.geteuid() != 0
-            or os.environ.get("XDPHOOKS_VM_BACKGROUND", "1") == "0"):
+            or os.environ.get("XDPHOOKS_VM_BACKGROUND", "0") != "1"):
         return  # the test itself says why it cannot run (or runs in the old order)
     kernels = [i.callspec.params["kernel"] for i in session.items if _is_suite(i)]
     if not kernels or session.config.option.collectonly:
